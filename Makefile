@@ -1,0 +1,31 @@
+# `make demo` and `make test` work on a fresh clone: each creates .venv when missing and
+# installs the project with its test extras before running.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Benchmarks and tests measure on the 2 cores the CI machine has.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/spatialvlm demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+bench: $(STAMP)
+	@set -e; for script in benchmarks/bench_*.py; do \
+		echo "== $$script"; $(BIN)/python $$script; done
+
+clean:
+	rm -rf $(VENV) demo_out build dist src/*.egg-info

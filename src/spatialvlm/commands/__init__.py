@@ -1,0 +1,1 @@
+"""Subcommands of the ``spatialvlm`` command, one module each (see ``spatialvlm.cli``)."""
