@@ -14,3 +14,15 @@ Subpackages (each algorithm folder depends only on torch and numpy):
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["patch"]
+
+
+def __getattr__(name: str):
+    # `patch` lives with the transformers integration; importing it lazily keeps `import spatialvlm`
+    # free of transformers and torch.
+    if name == "patch":
+        from .models.vlm2 import patch
+
+        return patch
+    raise AttributeError(f"module 'spatialvlm' has no attribute {name!r}")

@@ -1,0 +1,178 @@
+"""Cost of SHIRG-X token selection against a real-dims SigLIP so400m forward at 672 px, side by side.
+
+Targets (issue 4), real dims (2,304 tokens, D = 1152), fp32, 2 threads, inference:
+- the whole selector at most 3% of the SigLIP forward (goal 1%), B = 1 and B = 8;
+- merging at least 100× faster than the per-patch Python loop in ``reference_merge_loop.py``;
+- the selector no slower than the ToMe baseline at the same output count.
+
+SigLIP is built from its config (random weights, nothing downloaded) and run once on synthetic
+images; its penultimate-layer tokens are the selector's input. Times are medians of repeated runs
+(SigLIP: best of its runs, it takes seconds).
+
+    python benchmarks/bench_selection.py            # SigLIP B=1 twice and B=8 once, K ∈ {512, 768, 1024}
+    python benchmarks/bench_selection.py --quick    # SigLIP B=1 once, B=8 estimated as 8× B=1, K = 768
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from transformers import SiglipVisionModel
+
+from spatialvlm.diagnostics.profiling import StageTimer
+from spatialvlm.models.siglip import SiglipDualScaleExtractor, so400m_vision_config
+from spatialvlm.selection import (
+    BASELINES,
+    BaselineSelector,
+    ShirgXConfig,
+    ShirgXSelector,
+    grid_coords,
+    group_reduce,
+    neighbour_merge_targets,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_merge_loop import merge_loop  # noqa: E402
+
+GRID = (48, 48)
+PATCHES = GRID[0] * GRID[1]
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def synthetic_images(count: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        image = Image.new("RGB", (800, 600), tuple(int(v) for v in rng.integers(60, 200, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x, y = rng.integers(0, 700), rng.integers(0, 500)
+            w, h = rng.integers(30, 200, 2)
+            shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+            shape((x, y, x + w, y + h), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        images.append(image)
+    return images
+
+
+def full_merge(tokens: torch.Tensor, scores: torch.Tensor, budget: int):
+    """Vectorised merge with every merged group's features and coordinates (what the loop computes)."""
+    targets = neighbour_merge_targets(scores, GRID, 0.05, max_merges=PATCHES - budget)
+    is_representative = targets == torch.arange(PATCHES)
+    group_id = is_representative.long().cumsum(dim=1) - 1
+    groups = int(is_representative.sum(dim=1).max())
+    return group_reduce(tokens, grid_coords(GRID), group_id.gather(1, targets), groups, 5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one SigLIP forward, K = 768 only, fewer repeats")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    repeats = 5 if args.quick else 15
+    budgets = (768,) if args.quick else (512, 768, 1024)
+
+    extractor = SiglipDualScaleExtractor(SiglipVisionModel(so400m_vision_config()).eval(), image_size=672)
+    images = synthetic_images(8)
+    pixels = extractor.preprocess(images)
+
+    siglip_seconds: dict[int, float] = {}
+    tokens: dict[int, torch.Tensor] = {}
+    with torch.inference_mode():
+        runs = 1 if args.quick else 2
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            features = extractor(pixels[:1])
+            times.append(time.perf_counter() - start)
+        siglip_seconds[1] = min(times)
+        tokens[1] = features.projector_tokens.clone()
+        if args.quick:
+            siglip_seconds[8] = 8 * siglip_seconds[1]
+            tokens[8] = tokens[1].repeat(8, 1, 1) + 0.01 * torch.randn(8, PATCHES, 1152)
+        else:
+            start = time.perf_counter()
+            tokens[8] = extractor(pixels).projector_tokens.clone()
+            siglip_seconds[8] = time.perf_counter() - start
+    del extractor
+
+    selector = ShirgXSelector(ShirgXConfig()).eval()
+    counts = selector.parameter_counts()
+    print(f"trainable parameters: coordinate embedding {counts['coord_embed']:,}, budget head {counts['budget_head']:,}")
+    print(
+        f"SigLIP so400m 672 px forward: B=1 {siglip_seconds[1]:.2f} s, "
+        f"B=8 {siglip_seconds[8]:.2f} s{' (estimated 8× B=1)' if args.quick else ''}\n"
+    )
+
+    rows = []
+    stage_tables = {}
+    with torch.inference_mode():
+        for batch in (1, 8):
+            hi_tokens = tokens[batch]
+            for budget in budgets:
+                selector_seconds = median_seconds(lambda: selector(hi_tokens, budget=budget), repeats)
+                tome = BaselineSelector("tome")
+                tome_seconds = median_seconds(lambda: tome(hi_tokens, budget=budget), repeats)
+                rows.append((batch, budget, selector_seconds, tome_seconds))
+            timer = StageTimer()
+            for _ in range(repeats):
+                selector(hi_tokens, timer=timer)
+            stage_tables[batch] = timer.table()
+
+        print(f"{'B':>2} {'K':>5} {'selector ms':>12} {'% SigLIP':>9} {'ToMe ms':>9} {'selector/ToMe':>14}")
+        for batch, budget, selector_seconds, tome_seconds in rows:
+            share = selector_seconds / siglip_seconds[batch]
+            print(
+                f"{batch:>2} {budget:>5} {1e3 * selector_seconds:>12.2f} {share:>9.3%} "
+                f"{1e3 * tome_seconds:>9.2f} {selector_seconds / tome_seconds:>14.2f}"
+            )
+        for batch, table in stage_tables.items():
+            print(f"\nper-stage timings, B={batch}, adaptive K (budget=None):\n{table}")
+
+        print("\nbaselines at K=768 (+144), B=1 / B=8, ms:")
+        for method in BASELINES:
+            baseline = BaselineSelector(method)
+            times = [median_seconds(lambda: baseline(tokens[b], budget=768), max(3, repeats // 3), 1) for b in (1, 8)]
+            print(f"  {method:<10} {1e3 * times[0]:>9.2f} {1e3 * times[1]:>9.2f}")
+
+        print("\nmerging (all merged groups: features, centroid, extent) vs per-patch Python loop, K=768:")
+        for batch in (1, 8):
+            hi_tokens = tokens[batch]
+            scores = selector(hi_tokens, budget=768).patch_scores
+            vectorised = median_seconds(lambda: full_merge(hi_tokens, scores, 768), repeats)
+            decision = median_seconds(
+                lambda: neighbour_merge_targets(scores, GRID, 0.05, max_merges=PATCHES - 768), repeats
+            )
+            start = time.perf_counter()
+            reference = [merge_loop(hi_tokens[b], scores[b], GRID, 0.05, PATCHES - 768) for b in range(batch)]
+            loop = time.perf_counter() - start
+            merged = full_merge(hi_tokens, scores, 768)
+            for b, (loop_tokens, loop_coords, _) in enumerate(reference):
+                torch.testing.assert_close(merged.tokens[b, : loop_tokens.shape[0]], loop_tokens)
+                torch.testing.assert_close(merged.coords[b, : loop_tokens.shape[0]], loop_coords)
+            print(
+                f"  B={batch}: loop {1e3 * loop:.1f} ms, vectorised {1e3 * vectorised:.2f} ms "
+                f"(speed-up {loop / vectorised:.0f}×); merge decision alone {1e3 * decision:.3f} ms; outputs equal"
+            )
+
+
+if __name__ == "__main__":
+    main()

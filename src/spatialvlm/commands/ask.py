@@ -1,0 +1,197 @@
+"""``spatialvlm ask``: answer a question about a video with a VLM² (or LLaVA-OneVision) checkpoint.
+
+    spatialvlm ask --video scene.mp4 --geometry scene_geo/ --model ckpt/ "How many chairs are in the room?"
+
+Each input kind is one member of the ``--video`` / ... group and one ``_ask_<kind>`` function, so a
+new input (an image path) is a parser line and a function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ask",
+        help="answer a question about a video",
+        description="Answer a question about a video with a VLM² / LLaVA-OneVision checkpoint (offline).",
+    )
+    parser.add_argument("question", help="the question, e.g. 'How many chairs are in the room?'")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--video", type=Path, help="video file (mp4, avi, mkv, ...)")
+    inputs.add_argument("--image", type=Path, help="image file: SHIRG-X image path (one 672 px view)")
+    parser.add_argument(
+        "--budget", choices=("512", "768", "1024", "auto"), default="auto",
+        help="--image: high-detail tokens K kept besides the 144 scaffold tokens (default auto: adaptive head)",
+    )
+    parser.add_argument(
+        "--decoding", choices=("autoregressive", "diffusion"), default="autoregressive",
+        help="--image: answer decoding (diffusion: masked diffusion with a prefix cache, 30 steps)",
+    )
+    parser.add_argument("--no-selector", action="store_true", help="--image: the base model's own image path")
+    parser.add_argument(
+        "--geometry",
+        type=Path,
+        help="per-frame geometry folder (frame_00000.safetensors ..., or ScanNet-style depth/ pose/)",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly (default 32)")
+    parser.add_argument("--all-frames", action="store_true", help="use every frame instead of sampling")
+    parser.add_argument(
+        "--allow-fewer-frames", action="store_true", help="use all frames of a video shorter than --num-frames"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length limit (default 16)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype (default float32)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--stats", action="store_true", help="print memory statistics after the answer")
+    parser.add_argument(
+        "--viz", type=Path, help="save a picture (PNG) here: the memory (--video) or the token selection (--image)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.num_frames < 1:
+        raise ValueError(f"--num-frames must be >= 1, got {args.num_frames}")
+    if not args.model.is_dir():
+        raise FileNotFoundError(f"model directory {args.model} does not exist")
+    if args.video is not None:
+        return _ask_video(args)
+    if args.image is not None:
+        return _ask_image(args)
+    raise ValueError("give an input (--video or --image)")
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    from ..models import load_vlm2
+
+    return load_vlm2(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+
+
+def _ask_video(args: argparse.Namespace) -> int:
+    from ..models import ask_video
+
+    if not args.video.is_file():
+        raise FileNotFoundError(f"video {args.video} does not exist")
+    model, processor = _load(args)
+    if (args.stats or args.viz) and not model.config.use_dual_memory:
+        raise ValueError("--stats and --viz describe the dual memory, but this model has use_dual_memory=False")
+    result = ask_video(
+        model,
+        processor,
+        args.video,
+        args.question,
+        geometry=args.geometry,
+        num_frames=None if args.all_frames else args.num_frames,
+        max_new_tokens=args.max_new_tokens,
+        allow_fewer_frames=args.allow_fewer_frames,
+        progress=not args.no_progress,
+        record_memory=bool(args.stats or args.viz),
+    )
+    print(result.text)
+    if args.stats:
+        print(format_memory_timeline(result.memory_timeline), file=sys.stderr)
+    if args.viz:
+        plot_memory_timeline(result.memory_timeline, args.viz)
+        print(f"memory picture saved to {args.viz}", file=sys.stderr)
+    return 0
+
+
+def format_memory_timeline(timeline) -> str:
+    """A short text report of a ``MemoryTimeline``: fills, replacements and the gate."""
+    frames = int(timeline.working_fill.shape[0])
+    replaced = int((timeline.replaced_slot >= 0).sum())
+    gate = timeline.gate_mean
+    lines = [
+        f"memory over {frames} frames (L_w = {timeline.working_size}, L_e = {timeline.episodic_size})",
+        f"  working memory:  {int(timeline.working_fill[-1])}/{timeline.working_size} entries at the end",
+        f"  episodic memory: {int(timeline.episodic_fill[-1])}/{timeline.episodic_size} entries at the end, "
+        f"{replaced} replacements (most replaced slot: {int(timeline.replacements.argmax())}, "
+        f"{int(timeline.replacements.max())} times)",
+        f"  gate γ (working weight): mean {float(gate.mean()):.3f}, min {float(gate.min()):.3f}, "
+        f"max {float(gate.max()):.3f}",
+    ]
+    return "\n".join(lines)
+
+
+def plot_memory_timeline(timeline, path: Path) -> None:
+    """Occupancy, episodic replacements and gate values over the frames, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = range(int(timeline.working_fill.shape[0]))
+    figure, (occupancy, replacements, gate) = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    occupancy.step(frames, timeline.working_fill, where="post", label=f"working (L_w={timeline.working_size})")
+    occupancy.step(frames, timeline.episodic_fill, where="post", label=f"episodic (L_e={timeline.episodic_size})")
+    occupancy.set_ylabel("entries")
+    occupancy.legend(loc="lower right")
+    occupancy.set_title("VLM² dual memory")
+    replaced = timeline.replaced_slot >= 0
+    steps = [t for t, flag in zip(frames, replaced.tolist()) if flag]
+    replacements.scatter(steps, timeline.replaced_slot[replaced], marker="x", color="tab:red")
+    replacements.set_ylabel("episodic slot replaced")
+    replacements.set_ylim(-0.5, timeline.episodic_size - 0.5)
+    gate.plot(frames, timeline.gate_mean, marker="o", markersize=3)
+    gate.set_ylim(0, 1)
+    gate.set_ylabel("mean gate γ")
+    gate.set_xlabel("frame")
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _ask_image(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+    from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+
+    from ..models import ShirgXImagePath
+    from ..selection import ShirgXConfig, ShirgXSelector
+
+    if not args.image.is_file():
+        raise FileNotFoundError(f"image {args.image} does not exist")
+    if args.no_selector and (args.viz or args.budget != "auto"):
+        raise ValueError("--budget and --viz describe the SHIRG-X selection; drop --no-selector")
+    # The image path needs only SigLIP + projector + language model: load the LLaVA-OneVision part
+    # (a VLM² checkpoint's fusion and memory weights are video-only and are skipped).
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
+    model.to(args.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    selector = None
+    if not args.no_selector:
+        # Trained selector weights live beside the model when there are any; an untrained selector
+        # (zero coordinate embedding, default-budget head) is the training-free SHIRG-X.
+        selector = ShirgXSelector(ShirgXConfig(vision_dim=model.config.vision_config.hidden_size))
+        weights = args.model / "shirgx_selector.safetensors"
+        if weights.is_file():
+            from safetensors.torch import load_file
+
+            selector.load_state_dict(load_file(str(weights)))
+        selector.to(device=args.device, dtype=model.dtype).eval()
+    path = ShirgXImagePath(model, selector)
+    image = Image.open(args.image)
+    result = path.answer(
+        image, args.question, tokenizer, decoding=args.decoding,
+        budget=None if args.budget == "auto" else int(args.budget), max_new_tokens=args.max_new_tokens,
+    )
+    print(result.text)
+    if args.stats:
+        stages = ", ".join(f"{name} {1e3 * seconds:.0f} ms" for name, seconds in result.timings.items())
+        print(f"image tokens: {result.num_image_tokens}; {stages}", file=sys.stderr)
+    if args.viz:
+        from ..diagnostics.selection_plot import plot_selection
+
+        plot_selection(image, result.selection, selector.config.grid, args.viz)
+        print(f"selection picture saved to {args.viz}", file=sys.stderr)
+    return 0

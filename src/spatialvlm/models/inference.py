@@ -1,0 +1,357 @@
+"""One-call helpers: load a checkpoint, answer a question about a video.
+
+Used by ``spatialvlm ask`` and by the evaluation harness::
+
+    model, processor = load_vlm2("checkpoints/vlm2")
+    text = answer_video_question(model, processor, "scene.mp4", "How many chairs?", geometry="scene_geo/")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from ..data.video import read_video, uniform_frame_indices
+from ..geometry import FrameGeometry, GeometrySource, load_geometry_source, read_frames
+from ..memory import MemoryState
+from .processing import VLM2Processor
+from .vlm2 import VLM2ForConditionalGeneration, VLM2VideoOutput
+
+__all__ = [
+    "MemoryTimeline",
+    "VideoAnswer",
+    "load_vlm2",
+    "ask_video",
+    "answer_video_question",
+    "load_video_geometry",
+    "generate_answer",
+]
+
+VideoLike = str | os.PathLike | np.ndarray
+
+# Frames per encoding call when a progress bar is shown (memory carried between calls).
+ENCODE_CHUNK_FRAMES = 8
+
+
+@dataclass
+class MemoryTimeline:
+    """The dual memory of one video, frame by frame (for ``spatialvlm ask --stats / --viz``).
+
+    Attributes:
+        working_fill: (T,) int64 working-memory entries after each frame.
+        episodic_fill: (T,) int64 episodic entries after each frame.
+        replaced_slot: (T,) int64 episodic slot replaced at each frame, -1 when none was.
+        gate_mean: (T,) mean gate γ of each frame (weight of the working memory).
+        replacements: (L_e,) int64 replacements per episodic slot over the whole video.
+        working_size, episodic_size: capacities L_w and L_e.
+    """
+
+    working_fill: torch.Tensor
+    episodic_fill: torch.Tensor
+    replaced_slot: torch.Tensor
+    gate_mean: torch.Tensor
+    replacements: torch.Tensor
+    working_size: int
+    episodic_size: int
+
+
+@dataclass
+class VideoAnswer:
+    """What ``ask_video`` returns.
+
+    Attributes:
+        text: the decoded answer (special tokens removed, whitespace stripped).
+        frame_indices: (T,) video frame indices the model saw.
+        memory_state: the dual memory after the last frame (None without memory).
+        encode_seconds: time spent reading the video and geometry and encoding them.
+        decode_seconds: time spent in the language model (prefill + generation).
+        num_new_tokens: tokens generated.
+        memory_timeline: per-frame memory statistics when asked for (``record_memory=True``).
+    """
+
+    text: str
+    frame_indices: np.ndarray
+    memory_state: MemoryState | None = field(default=None, repr=False)
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    num_new_tokens: int = 0
+    memory_timeline: MemoryTimeline | None = field(default=None, repr=False)
+
+
+def load_vlm2(
+    model_dir: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    **flags: Any,
+) -> tuple[VLM2ForConditionalGeneration, VLM2Processor]:
+    """Load a VLM² or a plain LLaVA-OneVision checkpoint directory and its processor, offline.
+
+    Args:
+        model_dir: local directory (``config.json``, safetensors weights, tokenizer files).
+        dtype: e.g. ``torch.bfloat16``; None keeps the stored dtype (float32 here).
+        device: where to put the model; None leaves it on CPU.
+        flags: VLM² flags overriding the stored config (``use_dual_memory=True``, ...).
+
+    Returns:
+        ``(model in eval mode, processor)``. ``model.vlm2_new_weights`` lists the VLM² weights the
+        checkpoint did not hold (freshly initialised).
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    kwargs: dict[str, Any] = dict(flags)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = VLM2ForConditionalGeneration.from_pretrained(path, **kwargs)
+    if device is not None:
+        model = model.to(device)
+    processor = VLM2Processor.from_pretrained(path)
+    return model.eval(), processor
+
+
+def load_video_geometry(
+    geometry: str | os.PathLike | GeometrySource | FrameGeometry,
+    frame_indices: Sequence[int],
+    progress: bool = False,
+) -> FrameGeometry:
+    """Geometry of the sampled frames, matched by video frame index: batched FrameGeometry (T, ...).
+
+    ``geometry`` is a folder (``frame_00000.safetensors`` ... or ScanNet-style), any
+    ``GeometrySource``, or an already batched FrameGeometry with one entry per sampled frame.
+    """
+    if isinstance(geometry, FrameGeometry):
+        return geometry
+    source = load_geometry_source(geometry)
+    try:
+        return read_frames(source, [int(i) for i in frame_indices], progress=progress)
+    except KeyError as error:
+        raise ValueError(f"geometry does not cover the sampled frames: {error.args[0]}") from error
+
+
+def _sample_frames(video: VideoLike, num_frames: int | None, allow_fewer_frames: bool) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(video, (str, os.PathLike)):
+        clip = read_video(video, num_frames=num_frames, allow_fewer=allow_fewer_frames)
+        return clip.frames, clip.indices
+    frames = np.asarray(video)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"video frames must have shape (T, H, W, 3); got {tuple(frames.shape)}")
+    total = frames.shape[0]
+    if num_frames is None or (allow_fewer_frames and total < num_frames):
+        indices = np.arange(total, dtype=np.int64)
+    elif total < num_frames:
+        raise ValueError(
+            f"the video has {total} frames, fewer than the {num_frames} requested; "
+            "ask for fewer frames or pass allow_fewer_frames=True"
+        )
+    else:
+        indices = uniform_frame_indices(total, num_frames)
+    return frames[indices], indices
+
+
+class _TqdmStreamer(BaseStreamer):
+    """Advances a tqdm bar by one per generated token (the first ``put`` is the prompt)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="decoding", unit="tok", disable=not enabled, leave=False)
+        self.seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        self.bar.update(1)
+
+    def end(self) -> None:
+        self.bar.close()
+
+
+@torch.no_grad()
+def generate_answer(
+    model: VLM2ForConditionalGeneration,
+    processor: VLM2Processor,
+    prompt: str,
+    video_features: torch.Tensor,
+    max_new_tokens: int = 16,
+    progress: bool = False,
+) -> tuple[str, int]:
+    """Greedy answer to ``prompt`` whose ``<video>`` stands for precomputed ``video_features``.
+
+    Args:
+        prompt: chat prompt with one ``<video>`` placeholder (e.g. ``processor.video_prompt(q)``).
+        video_features: (S, Dt) language-model tokens of the video (frames then newline); S must be
+            ``processor.num_video_tokens(T)`` for some T.
+    Returns:
+        ``(text, number of new tokens)``.
+    """
+    tokens_per_frame = processor.tokens_per_frame
+    if (video_features.shape[0] - 1) % tokens_per_frame:
+        raise ValueError(
+            f"video_features has {video_features.shape[0]} tokens; expected T · {tokens_per_frame} + 1"
+        )
+    num_frames = (video_features.shape[0] - 1) // tokens_per_frame
+    text = prompt.replace(processor.video_token, processor.video_token * processor.num_video_tokens(num_frames), 1)
+    encoded = processor.tokenizer(text, return_tensors="pt")
+    device = model.device
+    streamer = _TqdmStreamer(max_new_tokens, progress)
+    output = model.generate(
+        input_ids=encoded["input_ids"].to(device),
+        attention_mask=encoded["attention_mask"].to(device),
+        mm_encoder_outputs={"video": VLM2VideoOutput(pooler_output=video_features[None])},
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        streamer=streamer,
+        pad_token_id=processor.tokenizer.pad_token_id,
+    )
+    new_tokens = output[0, encoded["input_ids"].shape[1] :]
+    return processor.decode(new_tokens, skip_special_tokens=True).strip(), int(new_tokens.shape[0])
+
+
+@torch.no_grad()
+def ask_video(
+    model: VLM2ForConditionalGeneration,
+    processor: VLM2Processor,
+    video: VideoLike,
+    question: str,
+    geometry: str | os.PathLike | GeometrySource | FrameGeometry | None = None,
+    num_frames: int | None = 32,
+    max_new_tokens: int = 16,
+    allow_fewer_frames: bool = False,
+    progress: bool = False,
+    record_memory: bool = False,
+) -> VideoAnswer:
+    """Answer one question about one video.
+
+    Args:
+        video: a video file (decoded with PyAV) or frames (T, H, W, 3) uint8.
+        question: the question text (the chat template is applied here).
+        geometry: per-frame geometry (see ``load_video_geometry``); required when the model's config
+            has ``use_spatial_fusion=True``.
+        num_frames: frames sampled uniformly (32 as VSI-Bench); None uses every frame.
+        max_new_tokens: answer length limit (greedy decoding).
+        allow_fewer_frames: use all frames of a video shorter than ``num_frames`` instead of raising.
+        progress: tqdm bars for reading, encoding and decoding.
+        record_memory: also return a ``MemoryTimeline`` (frames then go through the memory one
+            call at a time, which gives the same tokens).
+    """
+    config = model.config
+    if record_memory and not config.use_dual_memory:
+        raise ValueError("record_memory needs a model with use_dual_memory=True")
+    if geometry is None and config.needs_geometry:
+        raise ValueError(
+            "this model needs per-frame geometry (use_spatial_fusion=True): pass geometry (a folder of "
+            "frame_XXXXX.safetensors, a GeometrySource) or load the model with use_spatial_fusion=False"
+        )
+    start = time.perf_counter()
+    frames, indices = _sample_frames(video, num_frames, allow_fewer_frames)
+    frame_geometry = None if geometry is None else load_video_geometry(geometry, indices, progress=progress)
+    batch = processor(processor.video_prompt(question), videos=frames, geometry=frame_geometry)
+    device, dtype = model.device, model.dtype
+    video_inputs = {
+        name: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+        for name, value in batch.items()
+        if name not in ("input_ids", "attention_mask")
+    }
+    num_sampled = video_inputs["pixel_values_videos"].shape[1]
+    # Chunks of frames with the memory state carried over give the same tokens as one call (tested);
+    # they let a bar show progress, and single frames let the memory be read after each one.
+    chunk = 1 if record_memory else (ENCODE_CHUNK_FRAMES if progress else num_sampled)
+    video_features, memory_state, timeline = _encode_in_chunks(model, video_inputs, chunk, progress, record_memory)
+    encode_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    text, num_new = generate_answer(
+        model, processor, processor.video_prompt(question), video_features, max_new_tokens, progress
+    )
+    return VideoAnswer(
+        text=text,
+        frame_indices=indices,
+        memory_state=memory_state,
+        encode_seconds=encode_seconds,
+        decode_seconds=time.perf_counter() - start,
+        num_new_tokens=num_new,
+        memory_timeline=timeline,
+    )
+
+
+def _encode_in_chunks(
+    model: VLM2ForConditionalGeneration,
+    video_inputs: dict[str, torch.Tensor],
+    chunk_frames: int,
+    progress: bool,
+    record_memory: bool,
+) -> tuple[torch.Tensor, MemoryState | None, MemoryTimeline | None]:
+    """One video (B = 1) through the model ``chunk_frames`` frames per call, the memory carried over.
+
+    Returns the packed video tokens (T · P + 1, Dt), the final memory and, with ``record_memory``
+    (``chunk_frames`` = 1), the memory after every frame.
+    """
+    from tqdm.auto import tqdm
+
+    num_frames = video_inputs["pixel_values_videos"].shape[1]
+    state, features, rows = None, [], []
+    with tqdm(total=num_frames, desc="encoding", unit="frame", disable=not progress, leave=False) as bar:
+        for start in range(0, num_frames, chunk_frames):
+            step = {name: value[:, start : start + chunk_frames] for name, value in video_inputs.items()}
+            encoded = model.model.get_video_features(**step, memory_state=state, return_dict=True)
+            state = encoded.memory_state
+            features.append(encoded.frame_features)
+            if record_memory:
+                rows.append(
+                    torch.stack([
+                        state.working_fill[0].float(),
+                        state.episodic_fill[0].float(),
+                        state.counters.last_replaced[0].float(),
+                        state.counters.last_gate[0].float(),
+                    ])
+                )
+            bar.update(step["pixel_values_videos"].shape[1])
+    timeline = None
+    if record_memory:
+        table = torch.stack(rows).cpu()
+        timeline = MemoryTimeline(
+            working_fill=table[:, 0].long(),
+            episodic_fill=table[:, 1].long(),
+            replaced_slot=table[:, 2].long(),
+            gate_mean=table[:, 3],
+            replacements=state.counters.replacements[0].cpu(),
+            working_size=state.working_size,
+            episodic_size=state.episodic_size,
+        )
+    frame_features = torch.cat(features)
+    counts = torch.tensor([num_frames], device=frame_features.device)
+    return model.model.pack_video_tokens(frame_features, counts), state, timeline
+
+
+def answer_video_question(
+    model: VLM2ForConditionalGeneration,
+    processor: VLM2Processor,
+    video: VideoLike,
+    question: str,
+    geometry: str | os.PathLike | GeometrySource | FrameGeometry | None = None,
+    num_frames: int | None = 32,
+    max_new_tokens: int = 16,
+    allow_fewer_frames: bool = False,
+    progress: bool = False,
+) -> str:
+    """``ask_video(...).text``: the answer string."""
+    return ask_video(
+        model,
+        processor,
+        video,
+        question,
+        geometry=geometry,
+        num_frames=num_frames,
+        max_new_tokens=max_new_tokens,
+        allow_fewer_frames=allow_fewer_frames,
+        progress=progress,
+    ).text

@@ -1,0 +1,716 @@
+"""VLM² on Hugging Face LLaVA-OneVision / LLaVA-Video: config, model, ``patch()``.
+
+The video path of ``VLM2ForConditionalGeneration`` runs, per frame t of each video::
+
+    F_t  = SigLIP(frame_t)                                   (N, C)   vision tower, config's layer
+    H_t  = SpatialFusion(F_t, C_t, G_t, Z_t / pose_t)        (N, C)   coordinate injection,
+                                                                      viewpoint alignment,
+                                                                      cross-attention fusion
+    M_t  = DualMemory(H_t; W_t, E_t)                         (N, C)   one memory per video
+    V_t  = pool2x2(projector(M_t))                           (P, Dt)  P = ceil(side/2)²
+
+and the language model reads ``[V_1 … V_T, newline]`` in place of the prompt's ``<video>`` tokens,
+exactly as LLaVA-OneVision does. Images keep the base model's path.
+
+Videos of different lengths share a batch through ``video_frame_mask`` (B, T): padded frames never
+reach the vision tower, the fusion, the memory or the language model, and every video's memory
+starts empty (or from the ``memory_state`` passed in, for streaming and truncated BPTT).
+
+With ``use_spatial_fusion=False`` and ``use_dual_memory=False`` the model computes exactly what
+``LlavaOnevisionForConditionalGeneration`` computes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import Tensor, nn
+from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.llava_onevision.modeling_llava_onevision import (
+    LlavaOnevisionModel,
+    LlavaOnevisionPreTrainedModel,
+)
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import select_hidden_states
+
+from ..fusion import SpatialFusion, SpatialFusionConfig
+from ..memory import DualMemory, DualMemoryConfig, MemoryState
+
+__all__ = [
+    "VLM2Config",
+    "VideoGeometryInputs",
+    "VLM2VideoOutput",
+    "VLM2Model",
+    "VLM2ForConditionalGeneration",
+    "GEOMETRY_INPUT_NAMES",
+    "patch",
+    "tiny_vlm2_config",
+]
+
+logger = logging.getLogger(__name__)
+
+# Forward keyword arguments that carry per-frame geometry, all with leading (B, T).
+GEOMETRY_INPUT_NAMES: tuple[str, ...] = (
+    "geometry_coords",
+    "geometry_coords_valid",
+    "geometry_tokens",
+    "geometry_padding_mask",
+    "camera_tokens",
+    "camera_poses",
+)
+
+# VLM2Config's own fields (everything else comes from LlavaOnevisionConfig).
+VLM2_FLAG_NAMES: tuple[str, ...] = (
+    "use_dual_memory",
+    "memory_L_w",
+    "memory_L_e",
+    "memory_feature_dim",
+    "memory_num_heads",
+    "memory_dropout",
+    "use_spatial_fusion",
+    "use_viewpoint_alignment",
+    "use_coordinate_injection",
+    "coordinate_gate_type",
+    "geometry_dim",
+    "view_dim",
+    "fusion_num_heads",
+    "fusion_dropout",
+    "use_point_tokens",
+)
+
+
+@strict
+class VLM2Config(LlavaOnevisionConfig):
+    r"""A ``LlavaOnevisionConfig`` plus the VLM² switches (seed flag names kept where users pass them).
+
+    Dual memory (Algorithm 1; ``spatialvlm.memory``):
+        use_dual_memory (`bool`, defaults to False): run the working + episodic memory on video frames.
+        memory_L_w (`int`, 8): working-memory capacity in frames (paper ablation: 8).
+        memory_L_e (`int`, 32): episodic-memory capacity in entries (paper ablation: 32).
+        memory_feature_dim (`int`, None): memory width; None = the vision tower's width (1152 for
+            SigLIP so400m). It must equal that width: the memory sits before the projector.
+        memory_num_heads (`int`, 8): heads of the working and episodic attentions.
+        memory_dropout (`float`, 0.1): attention dropout in the memory (training only).
+
+    Semantic-geometric fusion (``spatialvlm.fusion.SpatialFusion``):
+        use_spatial_fusion (`bool`, True): run the fusion block (VLM-3R's cross-attention of visual
+            tokens onto geometry tokens). False removes the block, and with it coordinate injection
+            and viewpoint alignment, which are parts of it.
+        use_viewpoint_alignment (`bool`, True): condition geometry tokens on the view (camera token,
+            or the pose when there is none) and append a view token.
+        use_coordinate_injection (`bool`, True): ``F + α ⊙ φ(C)`` with per-patch 3D coordinates.
+        coordinate_gate_type (`str`, "sigmoid"): "sigmoid" or "softmax" gate α.
+        geometry_dim (`int`, 768): width of the 3D model's geometry tokens (CUT3R: 768).
+        view_dim (`int`, 768): width of its camera token (CUT3R: 768).
+        fusion_num_heads (`int`, 18): cross-attention heads (VLM-3R: 18 at 1152).
+        fusion_dropout (`float`, 0.1): dropout after the fusion residual (VLM-3R: 0.1).
+        use_point_tokens (`bool`, True): frames without geometry tokens (RGB-D sources) get keys
+            built from their patch coordinates; False makes missing geometry tokens an error.
+
+    How point maps become ``geometry_coords`` (pooling, normalisation) is the processor's job
+    (``VLM2Processor``), like pixel normalisation.
+    """
+
+    model_type = "vlm2"
+
+    use_dual_memory: bool = False
+    memory_L_w: int = 8
+    memory_L_e: int = 32
+    memory_feature_dim: int | None = None
+    memory_num_heads: int = 8
+    memory_dropout: float = 0.1
+    use_spatial_fusion: bool = True
+    use_viewpoint_alignment: bool = True
+    use_coordinate_injection: bool = True
+    coordinate_gate_type: str = "sigmoid"
+    geometry_dim: int = 768
+    view_dim: int = 768
+    fusion_num_heads: int = 18
+    fusion_dropout: float = 0.1
+    use_point_tokens: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        vision_width = self.vision_config.hidden_size
+        if self.memory_feature_dim is None:
+            self.memory_feature_dim = vision_width
+        if self.use_dual_memory and self.memory_feature_dim != vision_width:
+            raise ValueError(
+                f"memory_feature_dim ({self.memory_feature_dim}) must equal the vision tower's hidden_size "
+                f"({vision_width}): the memory reads the fused SigLIP tokens before the projector"
+            )
+
+    @property
+    def needs_geometry(self) -> bool:
+        """True when video inputs must come with geometry."""
+        return self.use_spatial_fusion
+
+    @classmethod
+    def from_base(cls, base: LlavaOnevisionConfig, **flags: Any) -> VLM2Config:
+        """A VLM2Config holding ``base``'s fields (its sub-config objects, not copies) plus ``flags``."""
+        unknown = sorted(set(flags) - set(VLM2_FLAG_NAMES))
+        if unknown:
+            raise ValueError(f"unknown VLM² flags {unknown}; known flags are {list(VLM2_FLAG_NAMES)}")
+        values = base.to_dict()
+        for key in ("model_type", "transformers_version", "architectures"):
+            values.pop(key, None)
+        values.update(vision_config=base.vision_config, text_config=base.text_config)
+        if isinstance(base, VLM2Config):
+            values.update({name: getattr(base, name) for name in VLM2_FLAG_NAMES})
+        values.update(flags)
+        towers = (base.vision_config, base.text_config)
+        saved = [(tower._attn_implementation_internal, tower._experts_implementation_internal) for tower in towers]
+        config = cls(**values)
+        # Construction resets the attention implementation of the (shared) towers to None; a loaded
+        # model keeps using them, so restore what it runs with.
+        for tower, (attention, experts) in zip(towers, saved):
+            tower._attn_implementation_internal = attention
+            tower._experts_implementation_internal = experts
+        config._attn_implementation_internal = base._attn_implementation_internal
+        config._experts_implementation_internal = base._experts_implementation_internal
+        return config
+
+    def spatial_fusion_config(self) -> SpatialFusionConfig:
+        return SpatialFusionConfig(
+            dim=self.vision_config.hidden_size,
+            geometry_dim=self.geometry_dim,
+            view_dim=self.view_dim,
+            num_heads=self.fusion_num_heads,
+            dropout=self.fusion_dropout,
+            use_coordinate_injection=self.use_coordinate_injection,
+            use_viewpoint_alignment=self.use_viewpoint_alignment,
+            coordinate_gate_type=self.coordinate_gate_type,
+            use_point_tokens=self.use_point_tokens,
+        )
+
+    def dual_memory_config(self) -> DualMemoryConfig:
+        return DualMemoryConfig(
+            dim=self.memory_feature_dim,
+            num_heads=self.memory_num_heads,
+            working_size=self.memory_L_w,
+            episodic_size=self.memory_L_e,
+            dropout=self.memory_dropout,
+        )
+
+
+def tiny_vlm2_config(**flags: Any) -> VLM2Config:
+    """``VLM2Config`` around ``tiny_llava_onevision_config()`` with tiny geometry widths.
+
+    Geometry tokens 24-d, camera token 16-d, 2 fusion heads, 2 memory heads; ``flags`` override any
+    VLM² flag (e.g. ``use_dual_memory=True``) and ``vision_config`` / ``text_config`` dicts are
+    merged into the tiny towers.
+    """
+    from .tiny import tiny_llava_onevision_config
+
+    base_overrides = {key: flags.pop(key) for key in ("vision_config", "text_config") if key in flags}
+    defaults = dict(geometry_dim=24, view_dim=16, fusion_num_heads=2, memory_num_heads=2)
+    defaults.update(flags)
+    return VLM2Config.from_base(tiny_llava_onevision_config(**base_overrides), **defaults)
+
+
+@dataclass
+class VideoGeometryInputs:
+    """Per-frame geometry of a batch of videos, as the fusion block consumes it.
+
+    Every field is optional and has leading (B, T) (or (F,) after ``select``):
+
+    Attributes:
+        coords: (B, T, N, 3) normalised world coordinates of each patch (row-major grid).
+        coords_valid: (B, T, N) bool, False where a patch holds no valid point.
+        tokens: (B, T, M, Dg) geometry tokens of the 3D model.
+        padding_mask: (B, T, M) bool, True where a geometry token is padding.
+        camera_tokens: (B, T, Dv) camera / view tokens.
+        poses: (B, T, 4, 4) camera-to-world, translation in normalised world units.
+    """
+
+    coords: Tensor | None = None
+    coords_valid: Tensor | None = None
+    tokens: Tensor | None = None
+    padding_mask: Tensor | None = None
+    camera_tokens: Tensor | None = None
+    poses: Tensor | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Tensor | None) -> VideoGeometryInputs:
+        """From the forward keyword names of ``GEOMETRY_INPUT_NAMES``."""
+        return cls(
+            coords=kwargs.get("geometry_coords"),
+            coords_valid=kwargs.get("geometry_coords_valid"),
+            tokens=kwargs.get("geometry_tokens"),
+            padding_mask=kwargs.get("geometry_padding_mask"),
+            camera_tokens=kwargs.get("camera_tokens"),
+            poses=kwargs.get("camera_poses"),
+        )
+
+    def present(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def is_empty(self) -> bool:
+        return not self.present()
+
+    def select(self, frame_mask: Tensor) -> VideoGeometryInputs:
+        """Keep the frames where ``frame_mask`` (B, T) is True: every field becomes (F, ...)."""
+        return VideoGeometryInputs(**{name: value[frame_mask] for name, value in self.present().items()})
+
+    def check(self, batch: int, frames: int, num_patches: int, config: VLM2Config) -> None:
+        """Raise ValueError naming the missing or misshapen input the config needs."""
+        for name, value in self.present().items():
+            if value.shape[:2] != (batch, frames):
+                raise ValueError(
+                    f"geometry input {name} has leading shape {tuple(value.shape[:2])}; expected "
+                    f"(batch, frames) = ({batch}, {frames}) like pixel_values_videos"
+                )
+        if not config.needs_geometry:
+            return
+        needs = "the config has use_spatial_fusion=True"
+        if config.use_coordinate_injection and self.coords is None:
+            raise ValueError(
+                f"geometry_coords (B, T, {num_patches}, 3) is missing but use_coordinate_injection=True; "
+                "give each frame a point map (points, or depth + pose + intrinsics)"
+            )
+        if self.tokens is None and (self.coords is None or not config.use_point_tokens):
+            raise ValueError(
+                f"geometry_tokens (B, T, M, {config.geometry_dim}) are missing and {needs}; give each frame "
+                "geometry tokens, or point maps with use_point_tokens=True"
+            )
+        if config.use_viewpoint_alignment and self.camera_tokens is None and self.poses is None:
+            raise ValueError(
+                f"camera_tokens (B, T, {config.view_dim}) or camera_poses (B, T, 4, 4) are missing but "
+                "use_viewpoint_alignment=True; give each frame a camera token or a pose"
+            )
+        if self.coords is not None and self.coords.shape[2:] != (num_patches, 3):
+            raise ValueError(
+                f"geometry_coords has shape {tuple(self.coords.shape)}; expected (B, T, {num_patches}, 3) "
+                f"for the vision tower's {num_patches} patches"
+            )
+
+
+@dataclass
+class VLM2VideoOutput(BaseModelOutputWithPooling):
+    """``get_video_features`` output.
+
+    Attributes:
+        pooler_output: (1, S, Dt) language-model tokens of all videos, concatenated in batch order,
+            each video's frames followed by its newline token (S = Σ_b (T_b · P + 1)).
+        frame_features: (F, P, Dt) pooled tokens of each real frame (batch-major order).
+        memory_state: the dual memory after the last frame (None without memory).
+    """
+
+    frame_features: Tensor | None = None
+    memory_state: MemoryState | None = None
+
+
+class VLM2Model(LlavaOnevisionModel):
+    """``LlavaOnevisionModel`` with the VLM² video path (``spatial_fusion``, ``dual_memory``)."""
+
+    config: VLM2Config
+
+    def __init__(self, config: VLM2Config) -> None:
+        super().__init__(config)
+        self._add_vlm2_modules()
+
+    def _add_vlm2_modules(self) -> None:
+        config = self.config
+        reference = self.multi_modal_projector.linear_1.weight
+        factory = dict(device=reference.device, dtype=reference.dtype)
+        self.spatial_fusion = (
+            SpatialFusion(config.spatial_fusion_config()).to(**factory) if config.use_spatial_fusion else None
+        )
+        self.dual_memory = DualMemory.from_config(config.dual_memory_config()).to(**factory) if config.use_dual_memory else None
+
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # The VLM² modules initialise themselves (e.g. the injection gate starts closed); the generic
+        # init would overwrite that, and from_pretrained builds on the meta device, so copy a freshly
+        # built twin's values into every tensor that was not loaded from the checkpoint.
+        builders = {
+            id(getattr(self, "spatial_fusion", None)): lambda: SpatialFusion(self.config.spatial_fusion_config()),
+            id(getattr(self, "dual_memory", None)): lambda: DualMemory.from_config(self.config.dual_memory_config()),
+        }
+        if module is not None and id(module) in builders:
+            if not getattr(module, "_is_hf_initialized", False):
+                _copy_fresh(module, builders[id(module)])
+                module._is_hf_initialized = True
+            return
+        super()._initialize_weights(module, is_custom_code)
+
+    # ------------------------------------------------------------------ stages (used by streaming/bench)
+    def encode_frames_vision(
+        self,
+        pixel_values: Tensor,
+        vision_feature_layer: int | list[int],
+        vision_feature_select_strategy: str,
+        **kwargs: Any,
+    ) -> Tensor:
+        """SigLIP features of frames: (F, 3, S, S) → (F, N, C), the config's layer(s) as the base."""
+        # Capture only the selected layers' hidden states, as the base's decorator arranges.
+        kwargs.setdefault("output_hidden_states", vision_feature_layer)
+        outputs = self.vision_tower(pixel_values, return_dict=True, **kwargs)
+        if isinstance(vision_feature_layer, int):
+            selected = outputs.hidden_states[vision_feature_layer]
+        else:
+            selected = torch.cat([outputs.hidden_states[index] for index in vision_feature_layer], dim=-1)
+        if vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        return selected
+
+    def fuse_geometry(self, visual: Tensor, geometry: VideoGeometryInputs) -> Tensor:
+        """SpatialFusion per frame: (F, N, C) + geometry (F, ...) → (F, N, C); identity without fusion."""
+        if self.spatial_fusion is None:
+            return visual
+        return self.spatial_fusion(
+            visual,
+            coords=geometry.coords,
+            coords_valid=geometry.coords_valid,
+            geometry_tokens=geometry.tokens,
+            camera_token=geometry.camera_tokens,
+            pose=geometry.poses,
+            geometry_padding_mask=geometry.padding_mask,
+        )
+
+    def apply_memory(
+        self, visual: Tensor, frame_mask: Tensor, memory_state: MemoryState | None
+    ) -> tuple[Tensor, MemoryState | None]:
+        """Dual memory over each video's frames in order: (F, N, C) real frames → (F, N, C).
+
+        ``frame_mask`` (B, T) says which slots of the (B, T) grid the F frames fill; a given
+        ``memory_state`` continues those B videos (streaming), None starts them empty.
+        """
+        if self.dual_memory is None:
+            return visual, memory_state
+        batch, frames = frame_mask.shape
+        dense = visual.new_zeros((batch, frames, *visual.shape[1:]))
+        dense = dense.index_put((frame_mask,), visual)
+        fused, memory_state = self.dual_memory.process(dense, frame_mask, state=memory_state)
+        return fused[frame_mask], memory_state
+
+    def project_and_pool(self, visual: Tensor) -> Tensor:
+        """Projector then LLaVA-OneVision's 2×2 bilinear pooling: (F, N, C) → (F, P, Dt)."""
+        return self.apply_pooling(self.multi_modal_projector(visual))
+
+    def pack_video_tokens(self, frame_features: Tensor, frames_per_video: Tensor) -> Tensor:
+        """Concatenate each video's frame tokens and its newline token.
+
+        Args:
+            frame_features: (F, P, Dt) in batch-major frame order.
+            frames_per_video: (B,) int64 frame counts (sum F).
+        Returns:
+            (Σ_b (T_b · P + 1), Dt).
+        """
+        tokens_per_frame, width = frame_features.shape[1:]
+        block = frames_per_video * tokens_per_frame + 1
+        total = int(block.sum())
+        is_newline = torch.zeros(total, dtype=torch.bool, device=frame_features.device)
+        is_newline[block.cumsum(0) - 1] = True
+        packed = frame_features.new_empty((total, width))
+        packed = packed.masked_scatter(~is_newline[:, None], frame_features.reshape(-1, width))
+        newline = self.image_newline.to(packed.dtype)[None].expand(int(block.shape[0]), width)
+        return packed.masked_scatter(is_newline[:, None], newline)
+
+    # ------------------------------------------------------------------ video features
+    @merge_with_config_defaults
+    @can_return_tuple
+    @select_hidden_states("vision_feature_layer")
+    def get_video_features(
+        self,
+        pixel_values_videos: Tensor,
+        video_frame_mask: Tensor | None = None,
+        geometry_coords: Tensor | None = None,
+        geometry_coords_valid: Tensor | None = None,
+        geometry_tokens: Tensor | None = None,
+        geometry_padding_mask: Tensor | None = None,
+        camera_tokens: Tensor | None = None,
+        camera_poses: Tensor | None = None,
+        memory_state: MemoryState | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs: Any,
+    ) -> VLM2VideoOutput:
+        r"""The VLM² video path: SigLIP → fusion → dual memory → projector → 2×2 pooling.
+
+        Args:
+            pixel_values_videos: (B, T, 3, S, S).
+            video_frame_mask: (B, T) bool, True for real frames (a prefix of each row); None: all real.
+            geometry_*, camera_*: see ``VideoGeometryInputs`` (leading (B, T)).
+            memory_state: continue these B videos' memories (streaming / truncated BPTT).
+        Returns:
+            ``VLM2VideoOutput``; ``pooler_output`` (1, S, Dt) replaces the prompts' video tokens.
+        """
+        if pixel_values_videos.ndim != 5:
+            raise ValueError(
+                f"pixel_values_videos must have shape (B, T, 3, S, S); got {tuple(pixel_values_videos.shape)}"
+            )
+        batch, frames = pixel_values_videos.shape[:2]
+        frame_mask = _check_frame_mask(video_frame_mask, batch, frames, pixel_values_videos.device)
+        geometry = VideoGeometryInputs(
+            coords=geometry_coords,
+            coords_valid=geometry_coords_valid,
+            tokens=geometry_tokens,
+            padding_mask=geometry_padding_mask,
+            camera_tokens=camera_tokens,
+            poses=camera_poses,
+        )
+        side = self.config.vision_config.image_size // self.config.vision_config.patch_size
+        geometry.check(batch, frames, side * side, self.config)
+
+        kwargs.pop("return_dict", None)
+        visual = self.encode_frames_vision(
+            pixel_values_videos[frame_mask], vision_feature_layer, vision_feature_select_strategy, **kwargs
+        )
+        visual = self.fuse_geometry(visual, geometry.select(frame_mask))
+        visual, memory_state = self.apply_memory(visual, frame_mask, memory_state)
+        frame_features = self.project_and_pool(visual)
+        packed = self.pack_video_tokens(frame_features, frame_mask.sum(1))
+        return VLM2VideoOutput(
+            pooler_output=packed[None], frame_features=frame_features, memory_state=memory_state
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: Tensor | None = None,
+        video_frame_mask: Tensor | None = None,
+        geometry_coords: Tensor | None = None,
+        geometry_coords_valid: Tensor | None = None,
+        geometry_tokens: Tensor | None = None,
+        geometry_padding_mask: Tensor | None = None,
+        camera_tokens: Tensor | None = None,
+        camera_poses: Tensor | None = None,
+        memory_state: MemoryState | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs: Any,
+    ):
+        """``LlavaOnevisionModel.forward`` with videos through ``get_video_features`` (VLM² path)."""
+        if pixel_values_videos is not None:
+            mm_encoder_outputs = dict(mm_encoder_outputs or {})
+            if mm_encoder_outputs.get("video") is not None:
+                raise ValueError("pass either pixel_values_videos or mm_encoder_outputs['video'], not both")
+            mm_encoder_outputs["video"] = self.get_video_features(
+                pixel_values_videos,
+                video_frame_mask=video_frame_mask,
+                geometry_coords=geometry_coords,
+                geometry_coords_valid=geometry_coords_valid,
+                geometry_tokens=geometry_tokens,
+                geometry_padding_mask=geometry_padding_mask,
+                camera_tokens=camera_tokens,
+                camera_poses=camera_poses,
+                memory_state=memory_state,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                return_dict=True,
+            )
+        return super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+
+
+class VLM2ForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
+    """LLaVA-OneVision / LLaVA-Video with the VLM² video path (see the module docstring).
+
+    ``forward`` and ``generate`` take the base model's arguments plus ``video_frame_mask``, the
+    geometry inputs of ``GEOMETRY_INPUT_NAMES`` and ``memory_state``. The memory after the last
+    frame is in ``output.video_outputs.memory_state``.
+
+    ``from_pretrained`` also loads a plain LLaVA-OneVision checkpoint directory: the VLM² modules are
+    freshly initialised, logged, and listed in ``model.vlm2_new_weights``.
+    """
+
+    config_class = VLM2Config
+    config: VLM2Config
+
+    def __init__(self, config: VLM2Config) -> None:
+        LlavaOnevisionPreTrainedModel.__init__(self, config)
+        self.model = VLM2Model(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.vlm2_new_weights: list[str] = []
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: Tensor | None = None,
+        video_frame_mask: Tensor | None = None,
+        geometry_coords: Tensor | None = None,
+        geometry_coords_valid: Tensor | None = None,
+        geometry_tokens: Tensor | None = None,
+        geometry_padding_mask: Tensor | None = None,
+        camera_tokens: Tensor | None = None,
+        camera_poses: Tensor | None = None,
+        memory_state: MemoryState | None = None,
+        **kwargs: Any,
+    ):
+        """The base forward plus the VLM² video inputs (named here so ``generate`` accepts them)."""
+        return super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            pixel_values_videos=pixel_values_videos,
+            video_frame_mask=video_frame_mask,
+            geometry_coords=geometry_coords,
+            geometry_coords_valid=geometry_coords_valid,
+            geometry_tokens=geometry_tokens,
+            geometry_padding_mask=geometry_padding_mask,
+            camera_tokens=camera_tokens,
+            camera_poses=camera_poses,
+            memory_state=memory_state,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """Load a VLM² or a base LLaVA-OneVision checkpoint (local directory, offline).
+
+        VLM² flags given as keyword arguments (``use_dual_memory=True``, ...) override the stored
+        config. Returns what transformers' ``from_pretrained`` returns.
+        """
+        flags = {name: kwargs.pop(name) for name in VLM2_FLAG_NAMES if name in kwargs}
+        if kwargs.get("config") is None:
+            kwargs["config"] = _load_config(pretrained_model_name_or_path, **flags)
+        elif flags:
+            kwargs["config"] = VLM2Config.from_base(kwargs["config"], **flags)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        new = sorted(key for key in info["missing_keys"] if _is_vlm2_key(key))
+        model.vlm2_new_weights = new
+        if new:
+            modules = sorted({".".join(key.split(".")[:2]) for key in new})
+            logger.warning(
+                "VLM²: %d weights not in %s were freshly initialised (modules: %s)",
+                len(new),
+                pretrained_model_name_or_path,
+                ", ".join(modules),
+            )
+        return (model, info) if want_info else model
+
+
+def _is_vlm2_key(key: str) -> bool:
+    return key.startswith(("model.spatial_fusion.", "model.dual_memory."))
+
+
+def _load_config(directory: str | os.PathLike, **flags: Any) -> VLM2Config:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no config.json; expected a local checkpoint directory")
+    model_type = json.loads(path.read_text()).get("model_type")
+    if model_type == VLM2Config.model_type:
+        config = VLM2Config.from_pretrained(directory)
+        return VLM2Config.from_base(config, **flags) if flags else config
+    if model_type not in ("llava_onevision", "llava_next_video", "llava"):
+        raise ValueError(
+            f"{directory} holds a {model_type!r} model; VLM² loads 'vlm2' or 'llava_onevision' checkpoints"
+        )
+    return VLM2Config.from_base(LlavaOnevisionConfig.from_pretrained(directory), **flags)
+
+
+def _check_frame_mask(mask: Tensor | None, batch: int, frames: int, device: torch.device) -> Tensor:
+    if mask is None:
+        return torch.ones(batch, frames, dtype=torch.bool, device=device)
+    if mask.shape != (batch, frames) or mask.dtype != torch.bool:
+        raise ValueError(
+            f"video_frame_mask must be bool of shape (B, T) = ({batch}, {frames}); got {mask.dtype} "
+            f"{tuple(mask.shape)}"
+        )
+    counts = mask.sum(1)
+    # Memory order is frame order, so real frames must be a prefix of each row.
+    prefix = torch.arange(frames, device=mask.device)[None, :] < counts[:, None]
+    if not torch.equal(prefix, mask):
+        raise ValueError("video_frame_mask must mark a prefix of each row (real frames first, padding after)")
+    if bool((counts == 0).any()):
+        raise ValueError("every video needs at least one frame; a row of video_frame_mask is all False")
+    return mask
+
+
+@torch.no_grad()
+def _copy_fresh(module: nn.Module, build) -> None:
+    """Give ``module`` the values of a freshly built twin, skipping tensors already loaded."""
+    with torch.device("cpu"):
+        fresh = build()
+    fresh_state = fresh.state_dict()
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if tensor.device.type == "meta":
+            continue
+        init.copy_(tensor, fresh_state[name].to(tensor.dtype))
+
+
+def patch(
+    model: LlavaOnevisionForConditionalGeneration,
+    config: VLM2Config | dict[str, Any] | None = None,
+    **flags: Any,
+) -> VLM2ForConditionalGeneration:
+    """Add the VLM² video path to an already-loaded ``LlavaOnevisionForConditionalGeneration``.
+
+    The model is changed in place (its class becomes ``VLM2ForConditionalGeneration``; its weights
+    are kept and shared) and returned. The new modules are freshly initialised on the model's
+    device and dtype.
+
+    Args:
+        model: a loaded LLaVA-OneVision / LLaVA-Video model.
+        config: a ``VLM2Config`` whose towers match the model, or a dict of VLM² flags.
+        flags: VLM² flags (``use_dual_memory=True``, ...), applied on top of ``config``.
+    """
+    if isinstance(model, VLM2ForConditionalGeneration):
+        raise ValueError("model already has the VLM² path")
+    if not isinstance(model, LlavaOnevisionForConditionalGeneration):
+        raise TypeError(f"patch expects a LlavaOnevisionForConditionalGeneration, got {type(model).__name__}")
+    if isinstance(config, VLM2Config):
+        for tower in ("vision_config", "text_config"):
+            ours, theirs = getattr(config, tower), getattr(model.config, tower)
+            if ours.hidden_size != theirs.hidden_size:
+                raise ValueError(
+                    f"config.{tower}.hidden_size is {ours.hidden_size} but the model's is {theirs.hidden_size}"
+                )
+        flags = {**{name: getattr(config, name) for name in VLM2_FLAG_NAMES}, **flags}
+    elif isinstance(config, dict):
+        flags = {**config, **flags}
+    elif config is not None:
+        raise TypeError(f"config must be a VLM2Config, a dict of flags or None; got {type(config).__name__}")
+    vlm2_config = VLM2Config.from_base(model.config, **flags)
+    model.__class__ = VLM2ForConditionalGeneration
+    model.model.__class__ = VLM2Model
+    model.config = vlm2_config
+    model.model.config = vlm2_config
+    model.vlm2_new_weights = []
+    model.model._add_vlm2_modules()
+    model.vlm2_new_weights = sorted(
+        f"model.{name}" for name, _ in model.model.named_parameters() if name.startswith(("spatial_fusion.", "dual_memory."))
+    )
+    return model
+
+
+def _register() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForImageTextToText`` know "vlm2" and load LLaVA-OneVision's
+    legacy checkpoint key layout (``language_model.*`` etc.) into it as they do for the base."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+
+    AutoConfig.register(VLM2Config.model_type, VLM2Config, exist_ok=True)
+    AutoModelForImageTextToText.register(VLM2Config, VLM2ForConditionalGeneration, exist_ok=True)
+    mapping = get_checkpoint_conversion_mapping("llava_onevision")
+    if mapping is not None:
+        register_checkpoint_conversion_mapping(VLM2Config.model_type, mapping, overwrite=True)
+
+
+_register()

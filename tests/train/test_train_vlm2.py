@@ -1,0 +1,136 @@
+"""VLM² training end to end: the CLI overfits a tiny set; per-sample and stream memory modes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spatialvlm.cli import main
+from spatialvlm.models.processing import VLM2Processor
+from spatialvlm.models.vlm2 import tiny_vlm2_config
+from spatialvlm.train import DataArguments, parse_train_args, prepare_training
+from spatialvlm.train.tasks.vlm2 import VideoConversationCollator, VideoConversationDataset, stream_warm_up
+from train_fixtures import save_tiny_base, trainer_flags, write_dataset
+
+MEMORY_FLAGS = dict(use_dual_memory="True", use_spatial_fusion="True")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlm2_train")
+    save_tiny_base(root / "base")
+    write_dataset(root, num_samples=4, num_frames=8)
+    return root
+
+
+def test_cli_training_overfits_a_tiny_set(workspace):
+    out = workspace / "overfit"
+    flags = trainer_flags(
+        workspace / "base", workspace / "data.json", out, **MEMORY_FLAGS,
+        mm_tunable_parts="fusion,dual_memory,mm_mlp_adapter,mm_language_model",
+        learning_rate="1e-2", max_steps="20", lr_scheduler_type="constant",
+    )
+    assert main(["train", *flags]) == 0
+    losses = [entry["loss"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
+    assert len(losses) == 20
+    first, last = sum(losses[:2]) / 2, sum(losses[-3:]) / 3
+    assert last < 0.4 * first, losses
+    assert (out / "trained_parameters.safetensors").is_file() and (out / "config.json").is_file()
+
+
+def build_run(workspace, name, **overrides):
+    flags = trainer_flags(workspace / "base", workspace / "data.json", workspace / name, **MEMORY_FLAGS, **overrides)
+    return prepare_training(*parse_train_args(flags))
+
+
+def test_per_sample_mode_resets_memory_and_backpropagates_through_every_frame(workspace):
+    run = build_run(workspace, "per_sample", num_frames="6")
+    trainer, model = run.trainer, run.trainer.model.eval()
+    items = [trainer.train_dataset[0], trainer.train_dataset[1]]
+    batch = trainer.data_collator(items)
+    assert batch["pixel_values_videos"].shape[1] == 6 and "memory_state" not in batch
+    # No state survives a step: the same batch gives the same loss again, and a sample's loss
+    # does not depend on the other video in its batch (one memory per video, empty at its start).
+    first = trainer.compute_loss(model, dict(batch)).detach()
+    assert torch.equal(trainer.compute_loss(model, dict(batch)).detach(), first)
+    alone = trainer.data_collator([items[0]])
+    with torch.no_grad():
+        pair_logits = model(**batch).logits[0, : alone["input_ids"].shape[1]]
+        torch.testing.assert_close(model(**alone).logits[0], pair_logits, rtol=1e-4, atol=1e-5)
+    # Back-propagation reaches the first frame through the memory.
+    pixels = batch["pixel_values_videos"].clone().requires_grad_(True)
+    trainer.compute_loss(model, {**batch, "pixel_values_videos": pixels}).backward()
+    assert bool(pixels.grad[:, 0].abs().sum() > 0)
+
+
+def test_stream_mode_carries_a_detached_memory_across_chunks(workspace):
+    run = build_run(workspace, "stream", num_frames="6", memory_mode="stream", stream_chunk_frames="2")
+    trainer, model = run.trainer, run.trainer.model.eval()
+    video_model = model.model
+    dataset = trainer.train_dataset
+    processor = trainer.processing_class
+    batch = trainer.data_collator([dataset[0], dataset[1]])
+    # All 6 frames are read, the prompt shows the last chunk's 2 frames.
+    assert batch["pixel_values_videos"].shape[1] == 6
+    shown = int((batch["input_ids"][0] == processor.video_token_id).sum())
+    assert shown == processor.num_video_tokens(2)
+
+    # The memory handed to the last chunk equals running the first 4 frames in one call.
+    warmed = stream_warm_up(video_model, batch, chunk_frames=2)
+    assert warmed["pixel_values_videos"].shape[1] == 2
+    assert torch.equal(warmed["pixel_values_videos"], batch["pixel_values_videos"][:, 4:])
+    frame_names = [n for n in ("pixel_values_videos", "video_frame_mask", "geometry_coords", "geometry_coords_valid",
+                               "geometry_tokens", "camera_tokens", "camera_poses") if n in batch]
+    with torch.no_grad():
+        reference = video_model.get_video_features(**{n: batch[n][:, :4] for n in frame_names}).memory_state
+    state = warmed["memory_state"]
+    for video in range(2):
+        torch.testing.assert_close(state.working_entries(video), reference.working_entries(video))
+        torch.testing.assert_close(state.episodic_entries(video), reference.episodic_entries(video))
+    assert not state.working.keys.requires_grad  # detached: truncated back-propagation
+
+    # Earlier chunks change the loss (memory carried) but get no gradient (state detached).
+    pixels = batch["pixel_values_videos"].clone().requires_grad_(True)
+    loss = trainer.compute_loss(model, {**batch, "pixel_values_videos": pixels})
+    loss.backward()
+    assert bool(pixels.grad[:, 4:].abs().sum() > 0)
+    assert bool((pixels.grad[:, :4] == 0).all())
+    changed = batch["pixel_values_videos"].clone()
+    changed[:, :2] = -changed[:, :2]
+    with torch.no_grad():
+        assert not torch.equal(trainer.compute_loss(model, {**batch, "pixel_values_videos": changed}), loss.detach())
+
+
+def test_stream_training_runs_through_the_trainer(workspace):
+    run = build_run(workspace, "stream_train", num_frames="4", memory_mode="stream", stream_chunk_frames="2",
+                    max_steps="3", learning_rate="1e-2")
+    result = run.trainer.train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+
+
+def test_bad_training_data_is_reported_with_the_record(workspace, tmp_path):
+    config = tiny_vlm2_config(use_spatial_fusion=True)
+    processor = VLM2Processor.from_pretrained(workspace / "base")
+    records = json.loads((workspace / "data.json").read_text())
+    without_geometry = [{k: v for k, v in records[0].items() if k != "geometry"}]
+    with pytest.raises(ValueError, match="no 'geometry' folder"):
+        VideoConversationDataset(without_geometry, processor, DataArguments(), config, workspace)
+    # Stream chunks need every sampled frame: an 8-frame video cannot give 16.
+    stream = DataArguments(num_frames=16, memory_mode="stream", stream_chunk_frames=4)
+    dataset = VideoConversationDataset(records, processor, stream, config, workspace)
+    with pytest.raises(ValueError, match="fewer than the 16 requested"):
+        dataset[0]
+    # Per-sample batches take the frames a short video has and mask the rest.
+    short = VideoConversationDataset(records, processor, DataArguments(num_frames=16), config, workspace)
+    batch = VideoConversationCollator(processor.tokenizer.pad_token_id)([short[0]])
+    assert batch["pixel_values_videos"].shape[1] == 8 and bool(batch["video_frame_mask"].all())
