@@ -13,13 +13,8 @@ import torch
 DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
 
 
-def merge_loop(
-    tokens: torch.Tensor, scores: torch.Tensor, grid: tuple[int, int], threshold: float, max_merges: int
-) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
-    """One image: tokens (N, D), scores (N,) → merged tokens (G, D), coords (G, 4), member lists.
-
-    Groups are ordered by their representative (destination) patch index.
-    """
+def merge_targets_loop(scores: torch.Tensor, grid: tuple[int, int], threshold: float, max_merges: int) -> list[int]:
+    """One image: scores (N,) → representative patch of each patch (the merge decision)."""
     rows, cols = grid
     candidates = []
     for r in range(rows):
@@ -37,14 +32,28 @@ def merge_loop(
             if best < threshold:
                 candidates.append((best, index, best_neighbour))
     candidates.sort()
-    members = {index: [index] for index in range(rows * cols)}
+    targets = list(range(rows * cols))
     for _, source, destination in candidates[:max_merges]:
-        members[destination].append(source)
-        del members[source]
+        targets[source] = destination
+    return targets
+
+
+def merge_loop(
+    tokens: torch.Tensor, scores: torch.Tensor, grid: tuple[int, int], threshold: float, max_merges: int
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """One image: tokens (N, D), scores (N,) → merged tokens (G, D), coords (G, 4), member lists.
+
+    Groups are ordered by their representative (destination) patch index.
+    """
+    rows, cols = grid
+    targets = merge_targets_loop(scores, grid, threshold, max_merges)
+    members: dict[int, list[int]] = {}
+    for patch, representative in enumerate(targets):
+        members.setdefault(representative, []).append(patch)
 
     merged_tokens, merged_coords, groups = [], [], []
     for representative in sorted(members):
-        group = sorted(members[representative])
+        group = members[representative]
         feature = torch.zeros_like(tokens[0])
         x_sum = y_sum = 0.0
         left = top = float("inf")

@@ -40,3 +40,13 @@ def test_render_selection_writes_a_figure_and_keeps_the_distinct_object(tmp_path
     assert in_square.sum() >= 100
     with pytest.raises(FileNotFoundError):
         render_selection(tmp_path / "missing.png", tmp_path / "x.png")
+
+
+def test_viz_selection_command(tmp_path, capsys):
+    from spatialvlm.cli import main
+
+    Image.new("RGB", (300, 200), (10, 200, 10)).save(tmp_path / "in.png")
+    assert main(["viz", "selection", str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png"), "--budget", "512"]) == 0
+    assert (tmp_path / "o.png").exists() and "512 kept tokens + 144 scaffold" in capsys.readouterr().out
+    assert main(["viz", "selection", str(tmp_path / "in.png"), "--budget", "5000"]) == 2
+    assert "budget K=5000" in capsys.readouterr().err

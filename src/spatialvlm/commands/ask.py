@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inputs.add_argument("--video", type=Path, help="video file (mp4, avi, mkv, ...)")
     inputs.add_argument("--image", type=Path, help="image file: SHIRG-X image path (one 672 px view)")
     parser.add_argument(
-        "--budget", choices=("512", "768", "1024", "auto"), default="auto",
-        help="--image: high-detail tokens K kept besides the 144 scaffold tokens (default auto: adaptive head)",
+        "--budget", default="auto", metavar="512|768|1024|auto",
+        help="--image: high-detail tokens K kept besides the 144 scaffold tokens, one of the selector's "
+        "budgets (default auto: adaptive head)",
     )
     parser.add_argument(
         "--decoding", choices=("autoregressive", "diffusion"), default="autoregressive",
@@ -154,36 +155,28 @@ def plot_memory_timeline(timeline, path: Path) -> None:
 def _ask_image(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
-    from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+    from transformers import AutoTokenizer
 
     from ..models import ShirgXImagePath
-    from ..selection import ShirgXConfig, ShirgXSelector
 
     if not args.image.is_file():
         raise FileNotFoundError(f"image {args.image} does not exist")
     if args.no_selector and (args.viz or args.budget != "auto"):
         raise ValueError("--budget and --viz describe the SHIRG-X selection; drop --no-selector")
-    # The image path needs only SigLIP + projector + language model: load the LLaVA-OneVision part
-    # (a VLM² checkpoint's fusion and memory weights are video-only and are skipped).
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
+    model, selector, image_config = _load_image_model(args.model, getattr(torch, args.dtype), args.no_selector)
     model.to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    selector = None
-    if not args.no_selector:
-        # Trained selector weights live beside the model when there are any; an untrained selector
-        # (zero coordinate embedding, default-budget head) is the training-free SHIRG-X.
-        selector = ShirgXSelector(ShirgXConfig(vision_dim=model.config.vision_config.hidden_size))
-        weights = args.model / "shirgx_selector.safetensors"
-        if weights.is_file():
-            from safetensors.torch import load_file
-
-            selector.load_state_dict(load_file(str(weights)))
+    budget = None
+    if selector is not None:
         selector.to(device=args.device, dtype=model.dtype).eval()
-    path = ShirgXImagePath(model, selector)
+        if args.budget != "auto":
+            if not args.budget.isdigit() or int(args.budget) not in selector.config.budgets:
+                raise ValueError(f"--budget must be 'auto' or one of the selector's budgets {selector.config.budgets}")
+            budget = int(args.budget)
+    path = ShirgXImagePath(model, selector, image_config)
     image = Image.open(args.image)
     result = path.answer(
-        image, args.question, tokenizer, decoding=args.decoding,
-        budget=None if args.budget == "auto" else int(args.budget), max_new_tokens=args.max_new_tokens,
+        image, args.question, tokenizer, decoding=args.decoding, budget=budget, max_new_tokens=args.max_new_tokens,
     )
     print(result.text)
     if args.stats:
@@ -195,3 +188,39 @@ def _ask_image(args: argparse.Namespace) -> int:
         plot_selection(image, result.selection, selector.config.grid, args.viz)
         print(f"selection picture saved to {args.viz}", file=sys.stderr)
     return 0
+
+
+def _load_image_model(directory: Path, dtype, no_selector: bool):
+    """``(model, selector or None, ShirgXImageConfig or None)`` for ``--image``.
+
+    A SHIRG-X training checkpoint (``spatialvlm train --task shirgx``) rebuilds its base model with
+    the projector adapters merged and its trained selector and image size. Any other directory is a
+    LLaVA-OneVision / VLM² model (only its SigLIP + projector + language model are loaded); a
+    selector saved beside it (``shirgx_selector.safetensors``, ``save_selector``) is used, else an
+    untrained one (zero coordinate embedding, default-budget head): the training-free SHIRG-X.
+    """
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from ..selection import SELECTOR_WEIGHTS_NAME, ShirgXConfig, ShirgXSelector, load_selector
+    from ..train.checkpoint import MANIFEST_NAME, CheckpointManifest, load_trained_model
+
+    if (directory / MANIFEST_NAME).is_file():
+        task = CheckpointManifest.load(directory).task
+        if task != "shirgx":
+            raise ValueError(f"{directory} is a '{task}' training checkpoint; --image reads SHIRG-X ('shirgx') ones")
+        trained = load_trained_model(directory, merge_lora=True, torch_dtype=dtype)
+        if no_selector:
+            return trained.model, None, None
+        return trained.model, trained.selector, trained.training_config.image_config()
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=dtype)
+    if no_selector:
+        return model, None, None
+    vision_dim = model.config.vision_config.hidden_size
+    if (directory / SELECTOR_WEIGHTS_NAME).is_file():
+        from ..models import ShirgXImageConfig
+
+        selector = load_selector(directory, vision_dim)
+        # The view's side follows the saved selector's grid (672 px for the default 48×48).
+        side = selector.config.grid[0] * model.config.vision_config.patch_size
+        return model, selector, ShirgXImageConfig(image_size=side)
+    return model, ShirgXSelector(ShirgXConfig(vision_dim=vision_dim)), None

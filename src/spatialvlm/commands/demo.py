@@ -1,27 +1,49 @@
-"""``spatialvlm demo``: stream a synthetic video's tokens through the VLM² dual memory.
+"""``spatialvlm demo``: ask the committed tiny VLM² spatial questions about a freshly rendered scene.
 
-Until the full VLM² model is wired in, the demo shows the memory on its own: a deterministic token
-stream of a few recurring scenes goes frame by frame through ``DualMemory``; the command prints
-each video's memory statistics and writes a PNG of occupancy, replacements, gate and attention
-entropy over time, the trace as JSON (redraw with ``spatialvlm viz memory --trace``) and the final
-memory state (safetensors).
+The main job renders a synthetic room the checkpoint never saw (``spatialvlm synth``'s generator,
+split "demo"), asks the tiny checkpoint in ``checkpoints/vlm2-tiny-synthetic`` one question of each
+VSI-Bench task through ``ask_video`` — what ``spatialvlm ask`` runs — with the official prompt, and
+prints each answer beside the exact one and its official score. It saves the dual memory's picture
+(occupancy, episodic replacements, gate per frame; as ``spatialvlm ask --viz``) and the answers.
+
+``--memory-only`` instead streams a deterministic synthetic token stream through an untrained
+``DualMemory`` on its own and plots what the memory does (the earlier demo).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+CHECKPOINT_NAME = "checkpoints/vlm2-tiny-synthetic"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="stream a synthetic video through the dual memory and plot what it does",
+        help="ask the committed tiny VLM² spatial questions about a synthetic scene",
         description=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--out", default="demo_out", help="output directory; default demo_out")
-    parser.add_argument("--lengths", default="160,120,200", help="frames per synthetic video; default 160,120,200")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the stream and the weights; default 0")
+    parser.add_argument("--model", type=Path, help=f"checkpoint directory; default the repository's {CHECKPOINT_NAME}")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scene (and of --memory-only); default 0")
+    parser.add_argument("--questions", type=int, default=8, help="questions to ask, one per task type; default 8")
+    parser.add_argument("--memory-only", action="store_true", help="only stream synthetic tokens through the memory")
+    parser.add_argument(
+        "--lengths", default="160,120,200", help="--memory-only: frames per synthetic video; default 160,120,200"
+    )
     parser.set_defaults(run=run)
+
+
+def default_checkpoint() -> Path:
+    """The committed checkpoint: beside the source tree (editable install), else under the cwd."""
+    for root in (Path(__file__).resolve().parents[3], Path.cwd()):
+        if (root / CHECKPOINT_NAME / "config.json").is_file():
+            return root / CHECKPOINT_NAME
+    raise FileNotFoundError(
+        f"no {CHECKPOINT_NAME} here; run the demo from the repository root or pass --model "
+        "(python -m spatialvlm.experiments.vlm2_ablation --save-best DIR makes one)"
+    )
 
 
 def parse_lengths(text: str) -> tuple[int, ...]:
@@ -35,25 +57,17 @@ def parse_lengths(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
     import torch
 
-    from spatialvlm.diagnostics import (
-        format_memory_statistics,
-        memory_statistics,
-        plot_memory_trace,
-        replacement_label_agreement,
-        run_synthetic_memory_stream,
-    )
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     lengths = parse_lengths(args.lengths)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    # Tiny tensors: one thread beats paying thread wake-ups on each of the ~100 small ops of a step.
+    torch.set_num_threads(1)
     start = time.perf_counter()
-    memory, state, trace = run_synthetic_memory_stream(lengths, seed=args.seed, progress=True)
+    try:
+        memory, state, trace = run_synthetic_memory_stream(lengths, seed=args.seed, progress=True)
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     cfg = memory.config
     print(

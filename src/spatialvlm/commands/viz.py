@@ -2,6 +2,7 @@
 
     spatialvlm viz memory --trace demo_out/memory_trace.json --out memory.png
     spatialvlm viz memory --synthetic --out memory.png
+    spatialvlm viz selection photo.jpg --out heat.png [--budget 512] [--siglip DIR]
 
 To add a picture, write ``_register_<name>(subcommands)`` that adds its parser and sets ``run``,
 and call it from :func:`register`.
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     subcommands = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     _register_memory(subcommands)
+    _register_selection(subcommands)
 
 
 # -- viz memory ------------------------------------------------------------------------------------
@@ -41,15 +43,23 @@ def _register_memory(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_memory)
 
 
+def _parse_lengths(text: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--lengths must be comma-separated integers, got {text!r}") from None
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"--lengths needs at least one positive length, got {text!r}")
+    return lengths
+
+
 def _run_memory(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from spatialvlm.diagnostics import MemoryTrace, plot_memory_trace, run_synthetic_memory_stream
 
     if args.synthetic:
-        from .demo import parse_lengths
-
-        _, _, trace = run_synthetic_memory_stream(parse_lengths(args.lengths), seed=args.seed, progress=True)
+        _, _, trace = run_synthetic_memory_stream(_parse_lengths(args.lengths), seed=args.seed, progress=True)
         title = "VLM² dual memory on a synthetic stream"
     else:
         if not Path(args.trace).is_file():
@@ -58,4 +68,32 @@ def _run_memory(args: argparse.Namespace) -> int:
         title = f"dual memory: {Path(args.trace).name}"
     path = plot_memory_trace(trace, args.out, title=title)
     print(f"wrote {path} ({trace.num_videos} videos, {trace.num_steps} steps)")
+    return 0
+
+
+# -- viz selection ---------------------------------------------------------------------------------
+def _register_selection(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "selection",
+        help="SHIRG-X score heatmap and kept tokens over an image",
+        description=(
+            "Run an untrained SHIRG-X selector on an image at 672 px and draw the per-patch score "
+            "heatmap and the kept tokens. Without --siglip it scores raw pixel patches (no weights "
+            "needed); with a local SigLIP checkpoint it scores that model's features."
+        ),
+    )
+    parser.add_argument("image", help="image file")
+    parser.add_argument("--out", default="selection.png", help="picture to write; default selection.png")
+    parser.add_argument("--budget", type=int, help="high-detail tokens K kept besides the 144 scaffold tokens")
+    parser.add_argument("--siglip", help="local SigLIP vision checkpoint directory (never downloaded)")
+    parser.add_argument("--layer", type=int, default=-2, help="--siglip: hidden-state index; default -2")
+    parser.set_defaults(run=_run_selection)
+
+
+def _run_selection(args: argparse.Namespace) -> int:
+    from spatialvlm.diagnostics.selection_plot import render_selection
+
+    output = render_selection(args.image, args.out, budget=args.budget, siglip_path=args.siglip, layer=args.layer)
+    kept = int((~output.is_scaffold[0]).sum())
+    print(f"wrote {args.out} (K = {output.budget}: {kept} kept tokens + {int(output.is_scaffold[0].sum())} scaffold)")
     return 0

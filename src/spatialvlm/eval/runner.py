@@ -2,8 +2,9 @@
 
 Every benchmark — VSI-Bench and VSTI-Bench (video), our synthetic image suite, ChartQA and DocVQA
 (images) — is a :class:`BenchmarkSpec` in :data:`BENCHMARK_REGISTRY`: how a local copy is read, how
-the prompt is built and how answers are scored and aggregated. The runner asks a *predictor* — any callable ``(item, prompt) -> answer text`` — one question at a
-time, appends each answer to ``predictions.jsonl`` as soon as it has it, and at the end writes
+the prompt is built and how answers are scored and aggregated. The runner asks a *predictor* —
+any callable ``(item, prompt) -> answer text`` — one question at a time, appends each answer to
+``predictions.jsonl`` as soon as it has it, and at the end writes
 ``scores.json``, ``scores.md`` and ``scores.png``. Rerunning into the same output directory skips
 every question already in ``predictions.jsonl`` (a half-written last line from a killed run is
 dropped), so an interrupted evaluation resumes where it stopped. This module never imports a model

@@ -11,6 +11,7 @@ Pure tensor code (torch only). The pipeline, one small file per step:
 - ``coord_embed`` (x, y, h, w) → 128 → D, zero-initialised output
 - ``budget``      patch-entropy features → MLP(32) → logits over {512, 768, 1024}
 - ``selector``    ShirgXSelector(config) wiring it all; ``baselines`` the comparison methods
+- ``io``          save_selector / load_selector (weights + config, safetensors)
 """
 
 from .baselines import (
@@ -27,6 +28,7 @@ from .config import ShirgXConfig
 from .coord_embed import CoordinateEmbedding
 from .dual_scale import dual_scale_tokens, grid_coords, scaffold_source_index
 from .grouping import GroupedTokens, group_reduce
+from .io import SELECTOR_CONFIG_NAME, SELECTOR_WEIGHTS_NAME, load_selector, save_selector
 from .merging import neighbour_merge_targets
 from .output import SelectionOutput
 from .scoring import (
@@ -43,6 +45,8 @@ from .text_space import pull_back_text_embeds
 
 __all__ = [
     "BASELINES",
+    "SELECTOR_CONFIG_NAME",
+    "SELECTOR_WEIGHTS_NAME",
     "BaselineSelector",
     "BudgetHead",
     "CoordinateEmbedding",
@@ -57,12 +61,14 @@ __all__ = [
     "dual_scale_tokens",
     "grid_coords",
     "group_reduce",
+    "load_selector",
     "minmax_normalise",
     "neighbour_crowding",
     "neighbour_merge_targets",
     "patch_entropy",
     "pull_back_text_embeds",
     "random_assignment",
+    "save_selector",
     "scaffold_source_index",
     "select_top_groups",
     "text_relevance",

@@ -58,3 +58,6 @@ class BudgetHead(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"budgets={tuple(self.budgets.tolist())}, parameters={self.num_parameters():,}"

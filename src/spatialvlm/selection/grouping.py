@@ -57,13 +57,14 @@ def group_reduce(
     flat_group = (group + torch.arange(batch, device=tokens.device)[:, None] * (num_groups + 1)).reshape(-1)
     rows = batch * (num_groups + 1)
 
-    sizes = torch.zeros(rows, device=tokens.device, dtype=tokens.dtype).index_add_(
-        0, flat_group, torch.ones_like(flat_group, dtype=tokens.dtype)
-    )
-    summed = torch.zeros(rows, dim, device=tokens.device, dtype=tokens.dtype).index_add_(
-        0, flat_group, tokens.reshape(-1, dim)
-    )
-    mean_tokens = summed / sizes.clamp(min=1)[:, None]
+    counts = torch.zeros(batch, num_groups + 1, dtype=torch.long, device=tokens.device)
+    counts = counts.scatter_add_(1, group, torch.ones_like(group))[:, :num_groups]
+    if max_group_size is None:
+        max_group_size = max(int(counts.max()), 1)
+    elif bool((counts > max_group_size).any()):
+        raise ValueError(f"a group has more than max_group_size={max_group_size} patches")
+    source_index = _source_index(group, num_groups, max_group_size)
+    mean_tokens = _group_means(tokens, source_index, counts)
 
     x, y, height, width = coords.reshape(-1, 4).unbind(-1)
     area = height * width
@@ -77,19 +78,35 @@ def group_reduce(
         0, flat_group[:, None].expand(-1, 4), edges, "amin"
     )
     extent = torch.stack([-box[:, 3] - box[:, 1], -box[:, 2] - box[:, 0]], dim=-1)
-    group_coords = torch.cat([centre, extent], dim=-1)
+    group_coords = torch.cat([centre, extent], dim=-1).view(batch, num_groups + 1, 4)[:, :num_groups]
+    return GroupedTokens(mean_tokens, group_coords, counts, source_index)
 
-    counts = sizes.view(batch, num_groups + 1)[:, :num_groups].to(torch.long)
-    if max_group_size is None:
-        max_group_size = max(int(counts.max()), 1)
-    elif bool((counts > max_group_size).any()):
-        raise ValueError(f"a group has more than max_group_size={max_group_size} patches")
-    source_index = _source_index(group, num_groups, max_group_size)
 
-    def cut(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.view(batch, num_groups + 1, *tensor.shape[1:])[:, :num_groups]
+def _group_means(tokens: torch.Tensor, source_index: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(B, G, D) mean of each group's patches from its (B, G, S) source list.
 
-    return GroupedTokens(cut(mean_tokens), cut(group_coords), counts, source_index)
+    Whole-row gathers: each group's first patch, then every further member added in one
+    accumulating put. On CPU this beats a scatter-add of every patch (``index_add_`` synchronises its
+    threads once per row), and most SHIRG-X groups are single patches.
+    """
+    batch, num_patches, dim = tokens.shape
+    num_groups = source_index.shape[1]
+    flat_tokens = tokens.reshape(-1, dim)
+    patch_offset = torch.arange(batch, device=tokens.device)[:, None, None] * num_patches
+    first = (source_index[..., 0].clamp(min=0) + patch_offset[..., 0]).reshape(-1)
+    summed = flat_tokens.index_select(0, first)
+    others = source_index[..., 1:]
+    member = others >= 0
+    if bool(member.any()):
+        group_row = torch.arange(batch * num_groups, device=tokens.device).view(batch, num_groups, 1).expand_as(others)
+        patches = (others + patch_offset)[member]
+        summed.index_put_((group_row[member],), flat_tokens.index_select(0, patches), accumulate=True)
+    sizes = counts.reshape(-1)
+    shared = (sizes != 1).nonzero().squeeze(1)
+    # Only multi-patch (and empty) groups need dividing; empty ones become 0.
+    scale = (sizes[shared] > 0).to(tokens.dtype) / sizes[shared].clamp(min=1).to(tokens.dtype)
+    summed[shared] = summed[shared] * scale[:, None]
+    return summed.view(batch, num_groups, dim)
 
 
 def _source_index(group: torch.Tensor, num_groups: int, max_group_size: int) -> torch.Tensor:

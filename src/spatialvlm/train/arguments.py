@@ -23,6 +23,8 @@ __all__ = [
     "ModelArguments",
     "DataArguments",
     "parse_train_args",
+    "requested_task",
+    "train_argument_parser",
 ]
 
 # Every part name ``mm_tunable_parts`` accepts; which modules each covers is the task's part map
@@ -33,6 +35,8 @@ TUNABLE_PART_NAMES: tuple[str, ...] = (
     "mm_mlp_adapter",
     "mm_language_model",
     "mm_vision_tower",
+    "coord_embed",
+    "budget_head",
 )
 
 # Qwen2's linear layers (attention and MLP), the modules VLM-3R puts LoRA on.
@@ -76,6 +80,13 @@ def _split_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
 class ModelArguments:
     """What model to build and which of its parts to train."""
 
+    task: str = field(
+        default="vlm2",
+        metadata={
+            "help": "Training task (spatialvlm.train.tasks): 'vlm2' (VLM² video QA) or 'shirgx' (SHIRG-X "
+            "mixed-budget image QA). A task may add its own flags (spatialvlm train --task shirgx -h)."
+        },
+    )
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -217,12 +228,43 @@ class DataArguments:
             )
 
 
+def requested_task(argv: Sequence[str] | None) -> str:
+    """The ``--task`` an argument list (or its single ``.json`` file) names; ``"vlm2"`` when none."""
+    import json
+    import sys
+    from pathlib import Path
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0].endswith(".json") and Path(argv[0]).is_file():
+        return str(json.loads(Path(argv[0]).read_text()).get("task", "vlm2"))
+    for index, token in enumerate(argv):
+        if token == "--task" and index + 1 < len(argv):
+            return argv[index + 1]
+        if token.startswith("--task="):
+            return token.split("=", 1)[1]
+    return "vlm2"
+
+
+def train_argument_parser(task: str = "vlm2") -> HfArgumentParser:
+    """``HfArgumentParser`` over the task's model and data argument classes and ``TrainingArguments``."""
+    from .tasks import get_task
+
+    task_class = type(get_task(task))
+    return HfArgumentParser(
+        (task_class.model_arguments_class, task_class.data_arguments_class, TrainingArguments)
+    )
+
+
 def parse_train_args(
     argv: Sequence[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """Parse ``--flag value`` arguments (or a single ``.json`` file path) into the three groups."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    """Parse ``--flag value`` arguments (or a single ``.json`` file path) into the three groups.
+
+    ``--task`` picks the task first; its ``model_arguments_class`` / ``data_arguments_class``
+    (subclasses of ``ModelArguments`` / ``DataArguments``) add the task's own flags.
+    """
     argv = list(argv) if argv is not None else None
+    parser = train_argument_parser(requested_task(argv))
     if argv is not None and len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(argv[0])
     else:

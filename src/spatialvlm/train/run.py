@@ -1,7 +1,7 @@
 """``run_training``: the model-agnostic training driver every task and the ``train`` command use.
 
 Steps: build the config from the base directory plus the run's flags → load the base weights
-(reporting which are new) → freeze all but the tunable parts, LoRA on the language model → build the
+(reporting which are new) → freeze all but the tunable parts, LoRA adapters (the task's) → build the
 task's data → ``SpatialTrainer.train()`` → save the final checkpoint in ``output_dir``.
 """
 
@@ -17,7 +17,7 @@ from .arguments import DataArguments, ModelArguments
 from .checkpoint import CheckpointManifest, parameters_to_save
 from .tasks import TrainingTask, get_task
 from .trainer import SpatialTrainer
-from .tunable import TrainableSummary, language_model_lora_config, prepare_tunable_model, trainable_parameter_names
+from .tunable import TrainableSummary, prepare_tunable_model, trainable_parameter_names
 
 __all__ = ["TrainingRun", "prepare_training", "run_training"]
 
@@ -43,26 +43,21 @@ def prepare_training(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: TrainingArguments,
-    task: str | TrainingTask = "vlm2",
+    task: str | TrainingTask | None = None,
 ) -> TrainingRun:
-    """Build model, data and trainer for one run (nothing trains yet)."""
+    """Build model, data and trainer for one run (nothing trains yet).
+
+    ``task`` defaults to ``model_args.task``.
+    """
+    task = task if task is not None else model_args.task
     task = get_task(task) if isinstance(task, str) else task
     if model_args.model_name_or_path is None:
         raise ValueError("model_args.model_name_or_path is required")
     config = task.build_config(model_args)
     model, new_parameters = task.load_model(model_args.model_name_or_path, config)
     parts = model_args.requested_parts() or task.default_parts(model, model_args)
-    lora_config = None
-    if model_args.lora_enable:
-        lora_config = language_model_lora_config(
-            task.language_model_prefix,
-            model_args.lora_targets,
-            r=model_args.lora_r,
-            alpha=model_args.lora_alpha,
-            dropout=model_args.lora_dropout,
-            bias=model_args.lora_bias,
-        )
-    model, summary = prepare_tunable_model(model, parts, task.part_map, task.language_model_part, lora_config)
+    lora_config = task.lora_config(model_args)
+    model, summary = prepare_tunable_model(model, parts, task.part_map, task.lora_parts(model_args), lora_config)
     trainable = trainable_parameter_names(model)
     frozen_new = sorted(set(new_parameters) - set(trainable))
     if frozen_new:
@@ -91,6 +86,7 @@ def prepare_training(
         data_collator=collator,
         processing_class=processor,
         manifest=manifest,
+        learning_rate_groups=task.learning_rate_groups(model_args),
         **task.trainer_kwargs(data_args),
     )
     if training_args.should_log:
@@ -102,9 +98,9 @@ def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: TrainingArguments,
-    task: str | TrainingTask = "vlm2",
+    task: str | TrainingTask | None = None,
 ) -> TrainingRun:
-    """Train and save the final checkpoint to ``training_args.output_dir``."""
+    """Train and save the final checkpoint to ``training_args.output_dir`` (task: ``model_args.task``)."""
     run = prepare_training(model_args, data_args, training_args, task)
     run.trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     run.trainer.save_model()

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping, Sequence
 
 import torch
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .checkpoint import CheckpointManifest, load_trained_parameters, save_trained_checkpoint
+from .tunable import canonical_parameter_name
 
-__all__ = ["SpatialTrainer"]
+__all__ = ["SpatialTrainer", "learning_rate_group"]
 
 
 class SpatialTrainer(Trainer):
@@ -25,17 +27,56 @@ class SpatialTrainer(Trainer):
 
     Args:
         manifest: how to rebuild the model and which parameter names each checkpoint holds.
+        learning_rate_groups: optimiser groups with their own learning rate, group name →
+            (parameter-name prefixes on the unwrapped model, learning rate); LoRA adapters belong to
+            the module they adapt. Trainable parameters in no group use ``args.learning_rate``. The
+            schedule scales every group alike (warm-up, decay).
         *args, **kwargs: as ``transformers.Trainer``. ``remove_unused_columns`` is turned off (the
             collators build exactly the model's inputs, and multimodal inputs such as
             ``pixel_values_videos`` would otherwise be dropped by a signature check).
     """
 
-    def __init__(self, *args, manifest: CheckpointManifest, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        manifest: CheckpointManifest,
+        learning_rate_groups: Mapping[str, tuple[Sequence[str], float]] | None = None,
+        **kwargs,
+    ) -> None:
         self.manifest = manifest
+        self.learning_rate_groups = dict(learning_rate_groups or {})
         super().__init__(*args, **kwargs)
         self.args.remove_unused_columns = False
         if self.args.label_names is None:
             self.args.label_names = ["labels"]
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimiser, with a (decay, no-decay) pair of parameter groups per learning-rate
+        group (``"name"`` in each group says which; ``"default"`` holds the rest)."""
+        if self.optimizer is not None or not self.learning_rate_groups:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                key = (learning_rate_group(name, self.learning_rate_groups), name in decay)
+                groups.setdefault(key, []).append(parameter)
+        param_groups = [
+            {
+                "params": params,
+                "name": group,
+                "lr": self.learning_rate_groups[group][1] if group != "default" else self.args.learning_rate,
+                "weight_decay": self.args.weight_decay if decays else 0.0,
+            }
+            for (group, decays), params in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        standard = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
+        if not standard or {"params", "model", "optimizer_dict"} & optimizer_kwargs.keys():
+            raise ValueError(f"learning_rate_groups cannot be combined with optimizer {self.args.optim!r}")
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -54,3 +95,17 @@ class SpatialTrainer(Trainer):
             super()._load_best_model()
             return
         load_trained_parameters(self.model, self.state.best_model_checkpoint)
+
+
+def learning_rate_group(name: str, learning_rate_groups: Mapping[str, tuple[Sequence[str], float]]) -> str:
+    """The learning-rate group of the parameter ``name`` (as ``named_parameters`` gives it, peft
+    prefixes allowed), or ``"default"``. A parameter under two groups' prefixes is an error."""
+    canonical = canonical_parameter_name(name)
+    matches = [
+        group
+        for group, (prefixes, _) in learning_rate_groups.items()
+        if any(canonical == prefix or canonical.startswith(prefix + ".") for prefix in prefixes)
+    ]
+    if len(matches) > 1:
+        raise ValueError(f"parameter {canonical} is in several learning-rate groups: {matches}")
+    return matches[0] if matches else "default"

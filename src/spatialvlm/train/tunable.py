@@ -1,12 +1,12 @@
-"""Which parameters train: named parts, LoRA on the language model, and a summary of the result.
+"""Which parameters train: named parts, LoRA adapters (peft), and a summary of the result.
 
 Model-agnostic. A *part map* names the trainable parts of one model family, each as parameter-name
 prefixes on the unwrapped model (``{"mm_mlp_adapter": ("model.multi_modal_projector",), ...}``);
 ``prepare_tunable_model`` freezes everything, optionally wraps the model with peft LoRA, then thaws
-the requested parts. The VLM² and (later) SHIRG-X tasks only differ in their part maps.
+the requested parts. The VLM² and SHIRG-X tasks differ in their part maps and where LoRA goes.
 
-With LoRA, the part that holds the language model trains through its adapters only (its base
-weights stay frozen); without LoRA, naming that part trains the whole language model.
+With LoRA, the adapted parts (VLM²: the language model; SHIRG-X: the projector) train through their
+adapters only (their base weights stay frozen); without LoRA, naming such a part trains it whole.
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ class TrainableSummary:
 
     Attributes:
         parts: the tuned part names.
-        lora: whether the language model trains through LoRA adapters.
+        lora: whether LoRA adapters train.
         trainable_per_part: trainable parameter count of each part (LoRA adapters count under the
-            language-model part).
+            part whose modules they adapt).
         trainable: trainable parameters in total.
         total: all parameters (including LoRA adapters).
     """
@@ -116,7 +116,7 @@ class TrainableSummary:
         rows = [f"  {part:<20s} {count:>14,d}" for part, count in self.trainable_per_part.items()]
         share = 100.0 * self.trainable / max(self.total, 1)
         return "\n".join(
-            [f"trainable parameters ({'LoRA on the language model' if self.lora else 'no LoRA'}):", *rows]
+            [f"trainable parameters ({'with LoRA adapters' if self.lora else 'no LoRA'}):", *rows]
             + [f"  {'total':<20s} {self.trainable:>14,d} of {self.total:,d} ({share:.2f}%)"]
         )
 
@@ -142,7 +142,7 @@ def prepare_tunable_model(
     model: nn.Module,
     parts: Sequence[str],
     part_map: PartMap,
-    language_model_part: str = "mm_language_model",
+    language_model_part: str | Sequence[str] = "mm_language_model",
     lora_config=None,
 ) -> tuple[nn.Module, TrainableSummary]:
     """Freeze ``model`` except ``parts`` (and LoRA adapters when ``lora_config`` is given).
@@ -152,8 +152,8 @@ def prepare_tunable_model(
         parts: part names to train; each must be a key of ``part_map`` and cover at least one
             parameter of ``model``.
         part_map: part name → parameter-name prefixes on the unwrapped model.
-        language_model_part: the part that holds the language model; with LoRA it trains through
-            its adapters only.
+        language_model_part: the part(s) LoRA adapts (the language model, or e.g. the projector);
+            with ``lora_config`` they train through their adapters only.
         lora_config: a peft ``LoraConfig``; the model comes back wrapped in a ``PeftModel``.
 
     Returns:
@@ -168,6 +168,7 @@ def prepare_tunable_model(
             f"tunable parts {empty} have no parameters in {type(model).__name__} "
             "(is the module switched off in its config?)"
         )
+    adapted = (language_model_part,) if isinstance(language_model_part, str) else tuple(language_model_part)
     model.requires_grad_(False)
     if lora_config is not None:
         from peft import get_peft_model
@@ -178,13 +179,13 @@ def prepare_tunable_model(
             continue
         canonical = canonical_parameter_name(name)
         for part in parts:
-            if lora_config is not None and part == language_model_part:
+            if lora_config is not None and part in adapted:
                 continue
             if _under(canonical, part_map[part]):
                 parameter.requires_grad_(True)
     summary_parts = list(parts)
-    if lora_config is not None and language_model_part not in summary_parts:
-        summary_parts.append(language_model_part)
+    if lora_config is not None:
+        summary_parts += [part for part in adapted if part not in summary_parts and part in part_map]
     return model, summarize_trainable(model, summary_parts, part_map, lora_config is not None)
 
 

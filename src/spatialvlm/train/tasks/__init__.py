@@ -15,7 +15,7 @@ __all__ = ["TrainingTask", "TASKS", "register_task", "get_task"]
 TASKS: dict[str, type[TrainingTask]] = {}
 
 # Task name → module whose import registers it.
-_BUILTIN_TASKS: dict[str, str] = {"vlm2": "spatialvlm.train.tasks.vlm2"}
+_BUILTIN_TASKS: dict[str, str] = {"vlm2": "spatialvlm.train.tasks.vlm2", "shirgx": "spatialvlm.train.tasks.shirgx"}
 
 
 def register_task(task: type[TrainingTask]) -> type[TrainingTask]:

@@ -18,7 +18,7 @@ from transformers import PretrainedConfig
 
 from ..arguments import DataArguments, ModelArguments
 from ..trainer import SpatialTrainer
-from ..tunable import PartMap
+from ..tunable import PartMap, language_model_lora_config
 
 __all__ = ["TrainingTask"]
 
@@ -32,6 +32,9 @@ class TrainingTask(ABC):
         language_model_part: the part holding the language model (LoRA replaces full tuning).
         language_model_prefix: module path of the language model (LoRA targets live under it).
         trainer_class: ``SpatialTrainer`` or a subclass that changes how a step runs.
+        model_arguments_class, data_arguments_class: the argument dataclasses ``spatialvlm train
+            --task <name>`` parses (subclasses of ``ModelArguments`` / ``DataArguments`` adding the
+            task's own flags).
     """
 
     name: ClassVar[str]
@@ -39,6 +42,8 @@ class TrainingTask(ABC):
     language_model_part: ClassVar[str] = "mm_language_model"
     language_model_prefix: ClassVar[str] = "model.language_model"
     trainer_class: ClassVar[type[SpatialTrainer]] = SpatialTrainer
+    model_arguments_class: ClassVar[type[ModelArguments]] = ModelArguments
+    data_arguments_class: ClassVar[type[DataArguments]] = DataArguments
 
     @abstractmethod
     def build_config(self, model_args: ModelArguments) -> PretrainedConfig:
@@ -81,4 +86,27 @@ class TrainingTask(ABC):
 
     def trainer_kwargs(self, data_args: DataArguments) -> dict[str, Any]:
         """Extra keyword arguments for ``trainer_class``."""
+        return {}
+
+    def lora_config(self, model_args: ModelArguments):
+        """The peft ``LoraConfig`` of the run, or None. Default: LoRA on the language model's
+        ``lora_target_modules`` when ``lora_enable``."""
+        if not model_args.lora_enable:
+            return None
+        return language_model_lora_config(
+            self.language_model_prefix,
+            model_args.lora_targets,
+            r=model_args.lora_r,
+            alpha=model_args.lora_alpha,
+            dropout=model_args.lora_dropout,
+            bias=model_args.lora_bias,
+        )
+
+    def lora_parts(self, model_args: ModelArguments) -> tuple[str, ...]:
+        """Parts that, with ``lora_config``, train through their adapters only (base weights frozen)."""
+        return (self.language_model_part,)
+
+    def learning_rate_groups(self, model_args: ModelArguments) -> dict[str, tuple[tuple[str, ...], float]]:
+        """Optimiser groups with their own learning rate: group name → (parameter-name prefixes on
+        the unwrapped model, learning rate). Parameters in no group use ``--learning_rate``."""
         return {}

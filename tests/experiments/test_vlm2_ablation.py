@@ -1,0 +1,100 @@
+"""The VLM² ablation runner: training records, the variant ladder, and a 2-step smoke run whose
+saved checkpoint reproduces the recorded answers and whose tables match an independent re-scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spatialvlm.data.readers import BenchmarkItem
+from spatialvlm.eval import score_benchmark
+from spatialvlm.experiments import BASELINES, VARIANTS, AblationConfig, llava_records, run_ablation
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _item(question_type: str, ground_truth: str, options: list[str]) -> BenchmarkItem:
+    return BenchmarkItem(
+        id="7", dataset="synthetic", scene_name="train_00003", question_type=question_type,
+        question="Q?", ground_truth=ground_truth, options=options, video_path=Path("/x/synthetic/train_00003.mp4"),
+    )
+
+
+def test_llava_records_ask_the_official_prompt_and_answer_the_gold():
+    numerical = _item("object_counting", "4", [])
+    choice = _item("object_rel_distance", "C", ["A. chair", "B. tv", "C. sofa", "D. bed"])
+    with_geometry, without = llava_records([numerical, choice]), llava_records([numerical], geometry=False)
+    # Hand-written official prompts (lmms-eval vsibench utils).
+    assert with_geometry[0]["conversations"] == [
+        {"from": "human", "value": "<video>\nThese are frames of a video.\nQ?\n"
+                                   "Please answer the question using a single word or phrase."},
+        {"from": "gpt", "value": "4"},
+    ]
+    assert with_geometry[1]["conversations"][0]["value"] == (
+        "<video>\nThese are frames of a video.\nQ?\nOptions:\nA. chair\nB. tv\nC. sofa\nD. bed\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert with_geometry[1]["conversations"][1]["value"] == "C"
+    assert with_geometry[0]["video"] == "synthetic/train_00003.mp4"
+    assert with_geometry[0]["geometry"] == "synthetic/train_00003_geometry"
+    assert "geometry" not in without[0]
+
+
+def test_variants_form_the_ablation_ladder():
+    names = [variant.name for variant in VARIANTS]
+    assert names[:5] == ["blind", "vision", "+coords", "+viewpoint", "+working"]
+    flags = {variant.name: variant.flags for variant in VARIANTS}
+    assert not flags["vision"]["use_spatial_fusion"] and not flags["vision"]["use_dual_memory"]
+    assert flags["+coords"]["use_coordinate_injection"] and not flags["+coords"]["use_viewpoint_alignment"]
+    assert flags["+viewpoint"]["use_viewpoint_alignment"] and not flags["+viewpoint"]["use_dual_memory"]
+    assert (flags["+working"]["memory_L_w"], flags["+working"]["memory_L_e"]) == (8, 1)
+    full = {(v.flags["memory_L_w"], v.flags["memory_L_e"]) for v in VARIANTS if v.is_full_vlm2}
+    assert full == {(4, 8), (8, 8), (8, 32), (16, 32)}
+    assert [v.name for v in VARIANTS if v.blind] == ["blind"]
+    with pytest.raises(ValueError, match="unknown variants"):
+        AblationConfig(variants=("vision", "nope"))
+
+
+def test_smoke_run_scores_saves_and_reloads(tmp_path):
+    from spatialvlm.models import ask_video, load_vlm2
+
+    config = AblationConfig(
+        out_dir=str(tmp_path / "run"), train_scenes=2, test_scenes=1, num_frames=4, image_size=56,
+        vision_hidden_size=32, text_hidden_size=64, max_steps=2, batch_size=2, eval_limit=5,
+        variants=(*BASELINES, "blind", "vlm2-4-8"), save_best=str(tmp_path / "ckpt"), progress=False,
+    )
+    result = run_ablation(config)
+    assert [row.name for row in result.results] == ["chance", "most-frequent", "blind", "vlm2-4-8"]
+    assert result.best_full_vlm2 == "vlm2-4-8" and result.best_checkpoint == tmp_path / "ckpt"
+    # The training conversations are exactly the VSI-Bench questions of the training split.
+    train_rows = [row for row in read_jsonl(tmp_path / "run/data/train.jsonl") if not row["question_type"].startswith(("camera", "obj_obj"))]
+    assert len(json.loads((tmp_path / "run/data/train_llava.json").read_text())) == len(train_rows)
+    assert result.num_train_questions == len(train_rows)
+
+    stored = json.loads((tmp_path / "run/results.json").read_text())
+    for row in stored["results"]:
+        predictions = read_jsonl(tmp_path / "run/runs" / row["name"] / "eval/predictions.jsonl")
+        assert len(predictions) == 5
+        rescored = score_benchmark(predictions, "vsibench", "official")
+        assert row["official"]["overall"] == pytest.approx(rescored.overall)
+    trained = {row["name"]: row for row in stored["results"]}
+    assert trained["vlm2-4-8"]["trainable_parameters"] > trained["blind"]["trainable_parameters"] > 0
+    assert "| vlm2-4-8 |" in (tmp_path / "run/results.md").read_text()
+
+    # The saved checkpoint is self-contained and answers exactly as the trained model did.
+    model, processor = load_vlm2(tmp_path / "ckpt")
+    assert (model.config.memory_L_w, model.config.memory_L_e) == (4, 8) and model.config.use_spatial_fusion
+    metadata = json.loads((tmp_path / "ckpt/synthetic_training.json").read_text())
+    assert metadata["synth"]["num_frames"] == 4 and set(metadata["baselines"]) == set(BASELINES)
+    predictions = read_jsonl(tmp_path / "run/runs/vlm2-4-8/eval/predictions.jsonl")
+    data = tmp_path / "run/data/synthetic"
+    for record in predictions[:2]:
+        answer = ask_video(
+            model, processor, data / f"{record['scene_name']}.mp4", record["prompt"],
+            geometry=data / f"{record['scene_name']}_geometry", num_frames=4,
+        ).text
+        assert answer == record["prediction"]
