@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shirgx_fixtures import BUDGETS, SCAFFOLD, save_tiny_llava, shirgx_flags, write_image_qa
+from spatialvlm.cli import main
 from spatialvlm.selection import load_selector
 from spatialvlm.train import load_trained_model, parse_train_args, prepare_training
 from spatialvlm.train.tasks.shirgx import (
@@ -213,8 +212,9 @@ def test_overfits_a_tiny_set_by_reading_the_image(files, tmp_path):
     # answer loss drops below ln(4)/3, the floor of a model that ignores the image (the digit is
     # 1 of the 3 answer tokens and would be a 1-in-4 guess).
     run = _prepare(
-        files, tmp_path, max_steps="36", per_device_train_batch_size="4", lr_scheduler_type="constant", learning_rate="3e-3", projector_lr="3e-3",
-        coord_lr="3e-3", projector_lora_r="8", projector_lora_alpha="16", budget_target_every="0",
+        files, tmp_path, max_steps="36", per_device_train_batch_size="4", lr_scheduler_type="constant",
+        learning_rate="3e-3", projector_lr="3e-3", coord_lr="3e-3", projector_lora_r="8", projector_lora_alpha="16",
+        budget_target_every="0",
         mm_tunable_parts="mm_mlp_adapter,coord_embed,mm_language_model",
     )
     run.trainer.train()
@@ -222,7 +222,7 @@ def test_overfits_a_tiny_set_by_reading_the_image(files, tmp_path):
     assert losses[0] > 3.0 and losses[-1] < 0.7 * math.log(4) / 3, f"{losses[::5]} … {losses[-1]}"
 
 
-def test_checkpoint_round_trip_gives_identical_outputs(files, tmp_path):
+def test_checkpoint_round_trip_gives_identical_outputs(files, tmp_path, capsys):
     base, data, root = files
     run = _prepare(files, tmp_path, max_steps="3", projector_lr="1e-2", coord_lr="1e-2")
     trainer = run.trainer
@@ -250,18 +250,19 @@ def test_checkpoint_round_trip_gives_identical_outputs(files, tmp_path):
     assert all(torch.equal(alone.state_dict()[k], v) for k, v in selector.state_dict().items())
 
     image = root / "images" / "img0.png"
-    command = [sys.executable, "-m", "spatialvlm.cli", "ask", "--image", str(image), "--model", str(out_dir),
-               "--budget", "48", "--max-new-tokens", "3", "--stats", "How many chairs are in the image?"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"image tokens: {48 + SCAFFOLD}" in result.stderr
+    capsys.readouterr()
+    code = main(["ask", "--image", str(image), "--model", str(out_dir), "--budget", "48", "--max-new-tokens", "3",
+                 "--stats", "How many chairs are in the image?"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert f"image tokens: {48 + SCAFFOLD}" in printed.err
     from PIL import Image
     from transformers import AutoTokenizer
 
     path = load_trained_model(out_dir, merge_lora=True).image_path()
     expected = path.answer(Image.open(image), "How many chairs are in the image?", AutoTokenizer.from_pretrained(out_dir),
                            budget=48, max_new_tokens=3)
-    assert result.stdout.strip() == expected.text
+    assert printed.out.strip() == expected.text
 
 
 def test_reads_the_synthetic_image_suite_and_llava_records(tmp_path):
@@ -284,3 +285,19 @@ def test_reads_the_synthetic_image_suite_and_llava_records(tmp_path):
     bad.write_text(json.dumps({"id": "q", "question": "?", "answers": ["1"]}) + "\n")
     with pytest.raises(ValueError, match="record 0 \\(q\\).*no 'image'"):
         load_image_qa_records(bad)
+
+
+def test_ask_reads_a_selector_saved_beside_a_plain_model(files, tmp_path, capsys):
+    import shutil
+
+    from spatialvlm.selection import ShirgXConfig, ShirgXSelector, save_selector
+
+    base, _, root = files
+    model_dir = Path(shutil.copytree(base, tmp_path / "model"))
+    save_selector(ShirgXSelector(ShirgXConfig(vision_dim=32, grid=(16, 16), budgets=BUDGETS, default_budget=48)), model_dir)
+    capsys.readouterr()
+    code = main(["ask", "--image", str(root / "images" / "img1.png"), "--model", str(model_dir), "--budget", "32",
+                 "--max-new-tokens", "2", "--stats", "How many?"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert f"image tokens: {32 + SCAFFOLD}" in printed.err  # 224 px view from the saved 16×16 grid

@@ -199,8 +199,7 @@ def _load_image_model(directory: Path, dtype, no_selector: bool):
     selector saved beside it (``shirgx_selector.safetensors``, ``save_selector``) is used, else an
     untrained one (zero coordinate embedding, default-budget head): the training-free SHIRG-X.
     """
-    from transformers import LlavaOnevisionForConditionalGeneration
-
+    from ..models.shirgx_vlm import load_shirgx_base
     from ..selection import SELECTOR_WEIGHTS_NAME, ShirgXConfig, ShirgXSelector, load_selector
     from ..train.checkpoint import MANIFEST_NAME, CheckpointManifest, load_trained_model
 
@@ -212,7 +211,7 @@ def _load_image_model(directory: Path, dtype, no_selector: bool):
         if no_selector:
             return trained.model, None, None
         return trained.model, trained.selector, trained.training_config.image_config()
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=dtype)
+    model = load_shirgx_base(directory, dtype=dtype)
     if no_selector:
         return model, None, None
     vision_dim = model.config.vision_config.hidden_size

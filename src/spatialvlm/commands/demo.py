@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="demo_out", help="output directory; default demo_out")
     parser.add_argument("--model", type=Path, help=f"checkpoint directory; default the repository's {CHECKPOINT_NAME}")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the scene (and of --memory-only); default 0")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the scene (and of --memory-only); default 1")
     parser.add_argument("--questions", type=int, default=8, help="questions to ask, one per task type; default 8")
     parser.add_argument("--memory-only", action="store_true", help="only stream synthetic tokens through the memory")
     parser.add_argument(
@@ -59,15 +59,134 @@ def parse_lengths(text: str) -> tuple[int, ...]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    lengths = parse_lengths(args.lengths)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    # Tiny tensors: one thread beats paying thread wake-ups on each of the ~100 small ops of a step.
+    # Tiny tensors: one thread beats paying thread wake-ups on each of the many small ops. Restored
+    # afterwards, for callers that run the command in-process (tests).
     torch.set_num_threads(1)
-    start = time.perf_counter()
     try:
-        memory, state, trace = run_synthetic_memory_stream(lengths, seed=args.seed, progress=True)
+        return _memory_only(args, out) if args.memory_only else _ask_scene(args, out)
     finally:
         torch.set_num_threads(threads)
+
+
+def pick_questions(items: list, count: int) -> list:
+    """One question per VSI-Bench task (paper order; rel_direction from any sub-type), ``count`` at most."""
+    from ..eval.metrics import VSI_TASKS
+
+    chosen = []
+    for task in VSI_TASKS:
+        matches = [item for item in items if item.question_type.startswith(task)]
+        if matches:
+            chosen.append(matches[0])
+    return chosen[:count]
+
+
+def _ask_scene(args: argparse.Namespace, out: Path) -> int:
+    import json
+    import shlex
+    import time
+
+    from ..data.readers import read_benchmark
+    from ..data.synthetic import QuestionConfig, SynthConfig, generate_split
+    from ..eval import build_prompt, score_prediction
+    from ..eval.baselines import gold_answer
+    from ..eval.metrics import question_types
+    from ..eval.parsing import option_letter, option_text
+    from ..models import ask_video, load_vlm2
+    from .ask import format_memory_timeline, plot_memory_timeline
+
+    if args.questions < 1:
+        raise ValueError(f"--questions must be >= 1, got {args.questions}")
+    model_dir = args.model if args.model is not None else default_checkpoint()
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    trained = _training_metadata(model_dir)
+    synth = trained.get("synth", {})
+    num_frames = int(synth.get("num_frames", 16))
+    config = SynthConfig(
+        num_scenes=1, num_frames=num_frames, image_size=int(synth.get("image_size", 56)), seed=args.seed,
+        split="demo", questions=QuestionConfig(questions_per_type=3),
+    )
+    start = time.perf_counter()
+    scene_dir = out / "scene"
+    generate_split(scene_dir, config, show_progress=False)
+    items = pick_questions(read_benchmark(scene_dir, "demo", question_types("vsibench")), args.questions)
+    model, processor = load_vlm2(model_dir)
+    print(f"model: {model_dir} ({trained.get('variant', 'VLM²')}: {trained.get('description', '')})")
+    print(
+        f"scene: {items[0].video_path} — a {num_frames}-frame walk through a room the model never saw "
+        f"(seed {args.seed}), geometry in {items[0].scene_name}_geometry/\n"
+    )
+    geometry = items[0].video_path.parent / f"{items[0].scene_name}_geometry"
+    records, timeline = [], None
+    for item in items:
+        prompt = build_prompt(item, "vsibench")
+        # record_memory runs the frames one at a time to read the memory after each (same tokens).
+        result = ask_video(
+            model, processor, item.video_path, prompt,
+            geometry=geometry if model.config.needs_geometry else None,
+            num_frames=num_frames, max_new_tokens=16, allow_fewer_frames=True,
+            record_memory=timeline is None and model.config.use_dual_memory,
+        )
+        timeline = timeline or result.memory_timeline
+        gold = gold_answer(item)
+        exact = gold
+        if item.options:
+            exact = next(f"{gold} ({option_text(o)})" for o in item.options if option_letter(o) == gold)
+        record = {**item.to_record(), "prompt": prompt, "prediction": result.text}
+        record["score_official"] = score_prediction(record, "vsibench", "official")
+        records.append(record)
+        print(f"[{item.question_type}] {item.question}")
+        for option in item.options:
+            print(f"    {option}")
+        print(f"    model: {result.text!r:<12} exact: {exact:<18} official score: {record['score_official']:.2f}\n")
+
+    mean = sum(record["score_official"] for record in records) / len(records)
+    print(f"mean official score on these {len(records)} questions: {mean:.2f}")
+    held_out = trained.get("held_out_official", {}).get("overall")
+    if held_out is not None:
+        baselines = ", ".join(f"{name} {score:.1f}" for name, score in trained.get("baselines", {}).items())
+        print(f"this checkpoint's held-out synthetic VSI-Bench overall: {held_out:.1f} ({baselines}); see docs/results.md")
+    (out / "answers.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    if timeline is not None:
+        print("\n" + format_memory_timeline(timeline))
+        plot_memory_timeline(timeline, out / "memory.png")
+        print(f"memory picture: {out / 'memory.png'}")
+    command = [
+        "spatialvlm", "ask", "--video", str(items[0].video_path), "--model", str(model_dir),
+        "--num-frames", str(num_frames), "--viz", str(out / "memory.png"), "--stats",
+    ]
+    if model.config.needs_geometry:
+        command[4:4] = ["--geometry", str(geometry)]
+    print("the same through the command line (first question):")
+    print("  " + shlex.join([*command, build_prompt(items[0], "vsibench")]))
+    print(f"wrote {out / 'answers.jsonl'} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _training_metadata(model_dir: Path) -> dict:
+    import json
+
+    path = model_dir / "synthetic_training.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _memory_only(args: argparse.Namespace, out: Path) -> int:
+    import time
+
+    from spatialvlm.diagnostics import (
+        format_memory_statistics,
+        memory_statistics,
+        plot_memory_trace,
+        replacement_label_agreement,
+        run_synthetic_memory_stream,
+    )
+
+    lengths = parse_lengths(args.lengths)
+    start = time.perf_counter()
+    memory, state, trace = run_synthetic_memory_stream(lengths, seed=args.seed, progress=True)
     seconds = time.perf_counter() - start
     cfg = memory.config
     print(

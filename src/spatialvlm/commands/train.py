@@ -1,9 +1,11 @@
-"""``spatialvlm train``: fine-tune VLM² (LLaVA-style flags, transformers' Trainer underneath).
+"""``spatialvlm train``: fine-tune VLM² or SHIRG-X (LLaVA-style flags, transformers' Trainer underneath).
 
 Every flag of ``ModelArguments``, ``DataArguments`` and transformers' ``TrainingArguments`` is
 accepted, spelled as in LLaVA scripts (``--mm_tunable_parts dual_memory,mm_mlp_adapter
 --lora_enable True``); a single ``.json`` argument reads them all from a file. Under ``torchrun`` or
 ``accelerate launch`` every process runs this command and the Trainer wires them together.
+``--task shirgx`` trains SHIRG-X on image QA (projector LoRA, coordinate embedding, budget head) and
+adds that task's flags.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ EXAMPLE = """example:
   spatialvlm train --model_name_or_path llava-video-7b --data_path train.json \\
       --use_dual_memory True --mm_tunable_parts fusion,dual_memory,mm_mlp_adapter \\
       --lora_enable True --num_frames 32 --output_dir checkpoints/vlm2 --bf16 True
+  spatialvlm train --task shirgx --model_name_or_path llava-onevision-7b --data_path images.jsonl \
+      --output_dir checkpoints/shirgx --bf16 True
 
-  spatialvlm train -h    lists every flag (model, data and transformers TrainingArguments)
+  spatialvlm train -h                lists every flag (model, data and transformers TrainingArguments)
+  spatialvlm train --task shirgx -h  the same with the SHIRG-X flags
 """
 
 
@@ -24,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # ('+' as prefix char: no '-' token is taken for one of its own options).
     parser = subparsers.add_parser(
         "train",
-        help="fine-tune VLM² on LLaVA-format video conversations (flags: spatialvlm train -h)",
+        help="fine-tune VLM² on video conversations, or SHIRG-X on image QA (--task shirgx; flags: spatialvlm train -h)",
         add_help=False,
         prefix_chars="+",
         description=__doc__,
@@ -36,12 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import HfArgumentParser, TrainingArguments
+    from ..train import parse_train_args, run_training
+    from ..train.arguments import requested_task, train_argument_parser
 
-    from ..train import DataArguments, ModelArguments, parse_train_args, run_training
-
-    if not args.hf_args or args.hf_args[0] in ("-h", "--help"):
-        parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), prog="spatialvlm train")
+    if not args.hf_args or any(token in ("-h", "--help") for token in args.hf_args):
+        parser = train_argument_parser(requested_task(args.hf_args))
+        parser.prog = "spatialvlm train"
         parser.epilog = EXAMPLE
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.print_help()

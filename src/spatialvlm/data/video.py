@@ -198,7 +198,8 @@ def write_video(
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
+        # One encoder thread: x264 frame threading makes the bytes (and decoded pixels) vary run to run.
+        stream.options = {"crf": str(crf), "threads": "1"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

@@ -3,6 +3,12 @@
     python -m spatialvlm.experiments.vlm2_ablation --out ablation_out
 
 ``run_ablation(AblationConfig(...))`` is the Python entry point.
+
+SHIRG-X accuracy against token budget, beside the baseline selectors:
+
+    python -m spatialvlm.experiments.shirgx_budget --out shirgx_budget_out --figures docs/figures
+
+``run_budget_experiment(BudgetExperimentConfig(...))`` is its Python entry point.
 """
 
 from __future__ import annotations
@@ -22,9 +28,23 @@ __all__ = [
     "run_ablation",
 ]
 
+# SHIRG-X budget experiment names, loaded lazily from their own module.
+_SHIRGX_BUDGET = (
+    "BUDGET_ROWS",
+    "BudgetExperimentConfig",
+    "BudgetExperimentResult",
+    "BudgetRow",
+    "budget_results_markdown",
+    "plot_budget_results",
+    "run_budget_experiment",
+)
+__all__ += list(_SHIRGX_BUDGET)
+
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `python -m spatialvlm.experiments.vlm2_ablation` does not import the module twice.
+    if name in _SHIRGX_BUDGET:
+        return getattr(importlib.import_module(".shirgx_budget", __name__), name)
     if name in __all__:
         return getattr(importlib.import_module(".vlm2_ablation", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,7 @@ Decoding: autoregressive (``model.generate``) or masked diffusion with a prefix 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,7 +31,57 @@ from ..selection import SelectionOutput, ShirgXSelector
 from ..selection.text_space import pull_back_text_embeds
 from .diffusion import DiffusionConfig, MaskedDiffusionGenerator
 
-__all__ = ["ShirgXImageConfig", "ImageFeatures", "ImageAnswer", "ShirgXImagePath", "expand_image_placeholders"]
+__all__ = [
+    "ShirgXImageConfig",
+    "ImageFeatures",
+    "ImageAnswer",
+    "ShirgXImagePath",
+    "effective_linear_weight",
+    "expand_image_placeholders",
+    "build_shirgx_base",
+    "load_shirgx_base",
+]
+
+
+def effective_linear_weight(linear: nn.Module) -> torch.Tensor:
+    """(out, in) weight a linear layer applies: a peft LoRA layer's base weight plus its active
+    adapters' deltas (its ``.weight`` is the base weight alone until merged), else ``linear.weight``.
+
+    Scoring must see this, not ``.weight``: otherwise training (base + LoRA) and the merged model
+    rank patches against the question differently and keep different tokens.
+    """
+    if not hasattr(linear, "get_base_layer"):
+        return linear.weight
+    weight = linear.get_base_layer().weight
+    if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
+        return weight
+    for name in linear.active_adapters:
+        if name in getattr(linear, "lora_A", {}):
+            weight = weight + linear.get_delta_weight(name)
+    return weight
+
+
+def build_shirgx_base(config) -> nn.Module:
+    """A freshly initialised LLaVA-OneVision VLM from a ``LlavaOnevisionConfig`` (tiny experiments)."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    return LlavaOnevisionForConditionalGeneration(config)
+
+
+def load_shirgx_base(directory: str | os.PathLike, config=None, dtype: torch.dtype | None = None) -> nn.Module:
+    """Load the LLaVA-OneVision VLM (SigLIP + projector + language model) the SHIRG-X path wraps.
+
+    Args:
+        directory: a local ``save_pretrained`` folder.
+        config: optional ``LlavaOnevisionConfig`` to load with (e.g. one carrying ``shirgx``).
+        dtype: optional weight dtype.
+    """
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    extra = {} if config is None else {"config": config}
+    if dtype is not None:
+        extra["dtype"] = dtype
+    return LlavaOnevisionForConditionalGeneration.from_pretrained(directory, **extra)
 
 
 @dataclass
@@ -257,12 +308,21 @@ class ShirgXImagePath(nn.Module):
         score_tokens = None if self.config.score_layer is None else hidden_states[self.config.score_layer]
         text = None
         if question_embeds is not None and self.config.text_conditioned:
-            text = pull_back_text_embeds(question_embeds, [projector.linear_1.weight, projector.linear_2.weight])
+            text = self.question_vectors(question_embeds)
         with maybe_stage(timer, "selection"):
             selection = self.selector(projector_tokens, text, budget, text_mask=question_mask, score_tokens=score_tokens)
         with maybe_stage(timer, "projector"):
             tokens = projector(selection.tokens)
         return ImageFeatures(tokens, selection)
+
+    def question_vectors(self, question_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) question embeddings -> (B, T, D) vision-space vectors the selector scores against,
+        through the projector's effective (LoRA-adapted) weights. No gradient reaches the projector
+        through this path: it only ranks patches."""
+        projector = self._inner.multi_modal_projector
+        with torch.no_grad():
+            weights = [effective_linear_weight(projector.linear_1), effective_linear_weight(projector.linear_2)]
+        return pull_back_text_embeds(question_embeds, weights)
 
     def build_inputs(
         self,

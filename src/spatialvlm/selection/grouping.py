@@ -85,27 +85,28 @@ def group_reduce(
 def _group_means(tokens: torch.Tensor, source_index: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """(B, G, D) mean of each group's patches from its (B, G, S) source list.
 
-    Whole-row gathers: each group's first patch, then every further member added in one
-    accumulating put. On CPU this beats a scatter-add of every patch (``index_add_`` synchronises its
-    threads once per row), and most SHIRG-X groups are single patches.
+    Whole-row gathers and copies, one member slot at a time, touching only the groups that have a
+    member in that slot. On CPU this beats a scatter-add of every patch (``index_add_`` synchronises
+    its threads once per row) and, unlike an accumulating put, it adds in a fixed order, so results
+    are bit-for-bit deterministic. Most SHIRG-X groups are single patches.
     """
     batch, num_patches, dim = tokens.shape
     num_groups = source_index.shape[1]
     flat_tokens = tokens.reshape(-1, dim)
-    patch_offset = torch.arange(batch, device=tokens.device)[:, None, None] * num_patches
-    first = (source_index[..., 0].clamp(min=0) + patch_offset[..., 0]).reshape(-1)
-    summed = flat_tokens.index_select(0, first)
-    others = source_index[..., 1:]
-    member = others >= 0
-    if bool(member.any()):
-        group_row = torch.arange(batch * num_groups, device=tokens.device).view(batch, num_groups, 1).expand_as(others)
-        patches = (others + patch_offset)[member]
-        summed.index_put_((group_row[member],), flat_tokens.index_select(0, patches), accumulate=True)
+    flat_source = source_index.reshape(batch * num_groups, -1)
+    patch_offset = torch.arange(batch * num_groups, device=tokens.device) // num_groups * num_patches
+    summed = flat_tokens.index_select(0, flat_source[:, 0].clamp(min=0) + patch_offset)
+    for slot in range(1, flat_source.shape[1]):
+        rows = (flat_source[:, slot] >= 0).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            break  # slots fill in order: an empty slot means every later one is empty too
+        members = flat_tokens.index_select(0, flat_source[rows, slot] + patch_offset[rows])
+        summed.index_copy_(0, rows, summed.index_select(0, rows) + members)
     sizes = counts.reshape(-1)
     shared = (sizes != 1).nonzero().squeeze(1)
     # Only multi-patch (and empty) groups need dividing; empty ones become 0.
     scale = (sizes[shared] > 0).to(tokens.dtype) / sizes[shared].clamp(min=1).to(tokens.dtype)
-    summed[shared] = summed[shared] * scale[:, None]
+    summed.index_copy_(0, shared, summed.index_select(0, shared) * scale[:, None])
     return summed.view(batch, num_groups, dim)
 
 

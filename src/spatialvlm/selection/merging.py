@@ -11,6 +11,8 @@ coordinates by area (see ``grouping.group_reduce``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -34,35 +36,33 @@ def neighbour_merge_targets(
     """
     rows, cols = grid
     batch, num_patches = scores.shape
-    grid_scores = scores.view(batch, rows, cols)
+    grid_scores = scores.view(batch, 1, rows, cols)
     padded = F.pad(grid_scores, (1, 1, 1, 1), value=float("inf"))
-    own_index = torch.arange(num_patches, device=scores.device).view(rows, cols)
-    # Neighbours in the order up, down, left, right (index offsets −cols, +cols, −1, +1); outside
-    # the image the difference is inf. Elementwise steps instead of min/argmin over a size-4 axis
-    # and a gather, both slow on CPU; the strict < keeps the first direction on ties, like argmin.
-    neighbours = (
-        (padded[:, :-2, 1:-1], -cols),
-        (padded[:, 2:, 1:-1], cols),
-        (padded[:, 1:-1, :-2], -1),
-        (padded[:, 1:-1, 2:], 1),
+    # (B, 4, rows, cols) neighbour scores: up, down, left, right; inf outside the image.
+    neighbours = torch.cat(
+        [padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]], dim=1
     )
-    best_difference = torch.full_like(grid_scores, float("inf"))
-    target = own_index.expand(batch, rows, cols)
-    for neighbour, offset in neighbours:
-        difference = (neighbour - grid_scores).abs()
-        closer = difference < best_difference
-        best_difference = torch.where(closer, difference, best_difference)
-        target = torch.where(closer, own_index + offset, target)
+    # min over a leading axis of 4 (first direction wins ties, like argmin), not a trailing one,
+    # which takes a slow path on CPU.
+    best_difference, direction = (neighbours - grid_scores).abs_().min(dim=1)
+    own_index, is_source, offsets = _grid_layout(rows, cols, scores.device)
+    target = own_index + offsets.gather(0, direction.view(-1)).view_as(direction)
 
-    row = torch.arange(rows, device=scores.device)[:, None]
-    col = torch.arange(cols, device=scores.device)[None, :]
-    is_source = ((row + col) % 2 == 1).expand(batch, rows, cols)
     merge = is_source & (best_difference < threshold)
     if max_merges is not None and max_merges < num_patches:
         # Rank candidate sources by closeness; only the best max_merges of them merge.
         candidate_difference = torch.where(merge, best_difference, float("inf")).view(batch, -1)
         order = candidate_difference.argsort(dim=1, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, own_index.view(1, -1).expand(batch, -1))
-        rank = rank.view(batch, rows, cols)
-        merge = merge & (rank < max_merges)
+        merge = merge & (rank.view(batch, rows, cols) < max_merges)
     return torch.where(merge, target, own_index).view(batch, num_patches)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_layout(rows: int, cols: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch indices (rows, cols), the checkerboard source mask ((row + col) odd), and the index
+    offsets of the up, down, left, right neighbours."""
+    own_index = torch.arange(rows * cols, device=device).view(rows, cols)
+    is_source = (own_index // cols + own_index % cols) % 2 == 1
+    offsets = torch.tensor([-cols, cols, -1, 1], device=device)
+    return own_index, is_source, offsets

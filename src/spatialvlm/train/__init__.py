@@ -3,7 +3,8 @@
 Core (any model): ``ModelArguments`` / ``DataArguments`` (+ transformers ``TrainingArguments``),
 ``prepare_tunable_model`` (named parts, LoRA on the language model through peft),
 ``SpatialTrainer`` (transformers ``Trainer`` whose checkpoints hold only what trained),
-``load_trained_model``, ``run_training``. Task pieces: ``spatialvlm.train.tasks`` (VLM² video QA).
+``load_trained_model``, ``run_training``. Task pieces: ``spatialvlm.train.tasks`` (``vlm2``: VLM² video
+QA; ``shirgx``: SHIRG-X mixed-budget image QA), picked by ``--task`` / ``ModelArguments.task``.
 """
 
 from .arguments import (

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from transformers.utils import ModelOutput
 
 from ...eval.image_prompts import ImagePromptConfig
-from ...selection import ShirgXConfig, ShirgXSelector, patch_entropy, pull_back_text_embeds, save_selector
+from ...selection import ShirgXConfig, ShirgXSelector, patch_entropy, save_selector
 from ...selection.io import selector_config_from_dict
 from ..arguments import DataArguments, ModelArguments, _split_list
 from ..conversation import IGNORE_INDEX, pad_sequences, to_chat_messages, tokenize_conversation
@@ -61,7 +61,6 @@ __all__ = [
     "ImageQACollator",
     "ShirgXTrainer",
     "ShirgXTask",
-    "adapted_weight",
     "answer_token_losses",
     "budget_targets",
     "load_image_qa_records",
@@ -196,20 +195,6 @@ class ShirgXTrainingConfig:
         return ShirgXImageConfig(
             image_size=self.image_size, score_layer=self.score_layer, text_conditioned=self.text_conditioned
         )
-
-
-def adapted_weight(linear: nn.Module) -> Tensor:
-    """The weight a linear layer applies: a peft LoRA layer's base weight plus its active adapters'
-    deltas (its ``.weight`` is the base weight alone until merged); a plain ``nn.Linear``'s weight."""
-    if not hasattr(linear, "get_base_layer"):
-        return linear.weight
-    weight = linear.get_base_layer().weight
-    if getattr(linear, "merged", False):
-        return weight
-    for name in linear.active_adapters:
-        if name in getattr(linear, "lora_A", {}):
-            weight = weight + linear.get_delta_weight(name)
-    return weight
 
 
 def projector_lora_parameter_count(vision_dim: int, text_dim: int, rank: int) -> int:
@@ -350,21 +335,16 @@ class ShirgXTrainingModel(nn.Module):
         if budget not in budgets:
             raise ValueError(f"budget {budget} is not one of the selector's budgets {budgets}")
         path = self.image_path()
-        projector = self.model.model.multi_modal_projector
         hidden_states = path.vision_hidden_states(pixel_values)
         projector_tokens = hidden_states[self.model.config.vision_feature_layer]
         score_tokens = None if config.score_layer is None else hidden_states[config.score_layer]
-        text = None
         question_mask = None if question_mask is None else question_mask.bool()
-        if question_ids is not None and config.text_conditioned:
-            # The adapted projector ranks patches against the question, as the merged model will.
-            with torch.no_grad():
-                weights = [adapted_weight(projector.linear_1), adapted_weight(projector.linear_2)]
-            text = pull_back_text_embeds(self.model.get_input_embeddings()(question_ids), weights)
+        question_embeds = None if question_ids is None else self.model.get_input_embeddings()(question_ids)
 
         def answer_losses_at(k: int) -> tuple[Tensor, Tensor, Tensor]:
-            selection = self.selector(projector_tokens, text, k, text_mask=question_mask, score_tokens=score_tokens)
-            inputs = path.build_inputs(input_ids, projector(selection.tokens), attention_mask, labels)
+            # The image path's own selection: the adapted projector ranks patches as the merged model will.
+            features = path.select_and_project(hidden_states, question_embeds, question_mask, k)
+            inputs = path.build_inputs(input_ids, features.tokens, attention_mask, labels)
             expanded_labels = inputs.pop("labels")
             logits = self.model(**inputs).logits
             losses, mask = answer_token_losses(logits, expanded_labels)
@@ -446,7 +426,10 @@ def load_image_qa_records(path: str | os.PathLike, post_prompt: str = "") -> lis
         raise FileNotFoundError(f"data file {path} does not exist")
     text = path.read_text()
     try:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text)
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"data file {path} is not valid JSON: {error}") from error
     if not isinstance(rows, list) or not rows:
@@ -661,11 +644,10 @@ class ShirgXTask(TrainingTask):
         return config
 
     def load_model(self, model_path: str, config: Any, torch_dtype: torch.dtype | None = None):
-        from transformers import LlavaOnevisionForConditionalGeneration
+        from ...models.shirgx_vlm import load_shirgx_base
 
-        extra = {} if torch_dtype is None else {"dtype": torch_dtype}
         training_config = ShirgXTrainingConfig.from_dict(config.shirgx)
-        vlm = LlavaOnevisionForConditionalGeneration.from_pretrained(model_path, config=config, **extra)
+        vlm = load_shirgx_base(model_path, config=config, dtype=torch_dtype)
         # The selector stays float32 (small; its inputs are cast), whatever the VLM's dtype.
         selector = ShirgXSelector(training_config.selector)
         model = ShirgXTrainingModel(vlm, selector, training_config)
