@@ -78,6 +78,7 @@ def _load(args: argparse.Namespace):
 
 
 def _ask_video(args: argparse.Namespace) -> int:
+    from ..diagnostics import format_memory_statistics, memory_statistics, plot_memory_trace
     from ..models import ask_video
 
     if not args.video.is_file():
@@ -99,57 +100,11 @@ def _ask_video(args: argparse.Namespace) -> int:
     )
     print(result.text)
     if args.stats:
-        print(format_memory_timeline(result.memory_timeline), file=sys.stderr)
+        print(format_memory_statistics(memory_statistics(result.memory_state)), file=sys.stderr)
     if args.viz:
-        plot_memory_timeline(result.memory_timeline, args.viz)
+        plot_memory_trace(result.memory_trace, args.viz, title=f"VLM² dual memory: {args.video.name}")
         print(f"memory picture saved to {args.viz}", file=sys.stderr)
     return 0
-
-
-def format_memory_timeline(timeline) -> str:
-    """A short text report of a ``MemoryTimeline``: fills, replacements and the gate."""
-    frames = int(timeline.working_fill.shape[0])
-    replaced = int((timeline.replaced_slot >= 0).sum())
-    gate = timeline.gate_mean
-    lines = [
-        f"memory over {frames} frames (L_w = {timeline.working_size}, L_e = {timeline.episodic_size})",
-        f"  working memory:  {int(timeline.working_fill[-1])}/{timeline.working_size} entries at the end",
-        f"  episodic memory: {int(timeline.episodic_fill[-1])}/{timeline.episodic_size} entries at the end, "
-        f"{replaced} replacements (most replaced slot: {int(timeline.replacements.argmax())}, "
-        f"{int(timeline.replacements.max())} times)",
-        f"  gate γ (working weight): mean {float(gate.mean()):.3f}, min {float(gate.min()):.3f}, "
-        f"max {float(gate.max()):.3f}",
-    ]
-    return "\n".join(lines)
-
-
-def plot_memory_timeline(timeline, path: Path) -> None:
-    """Occupancy, episodic replacements and gate values over the frames, one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    frames = range(int(timeline.working_fill.shape[0]))
-    figure, (occupancy, replacements, gate) = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
-    occupancy.step(frames, timeline.working_fill, where="post", label=f"working (L_w={timeline.working_size})")
-    occupancy.step(frames, timeline.episodic_fill, where="post", label=f"episodic (L_e={timeline.episodic_size})")
-    occupancy.set_ylabel("entries")
-    occupancy.legend(loc="lower right")
-    occupancy.set_title("VLM² dual memory")
-    replaced = timeline.replaced_slot >= 0
-    steps = [t for t, flag in zip(frames, replaced.tolist()) if flag]
-    replacements.scatter(steps, timeline.replaced_slot[replaced], marker="x", color="tab:red")
-    replacements.set_ylabel("episodic slot replaced")
-    replacements.set_ylim(-0.5, timeline.episodic_size - 0.5)
-    gate.plot(frames, timeline.gate_mean, marker="o", markersize=3)
-    gate.set_ylim(0, 1)
-    gate.set_ylabel("mean gate γ")
-    gate.set_xlabel("frame")
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _ask_image(args: argparse.Namespace) -> int:

@@ -95,7 +95,7 @@ def _ask_scene(args: argparse.Namespace, out: Path) -> int:
     from ..eval.metrics import question_types
     from ..eval.parsing import option_letter, option_text
     from ..models import ask_video, load_vlm2
-    from .ask import format_memory_timeline, plot_memory_timeline
+    from ..diagnostics import format_memory_statistics, memory_statistics, plot_memory_trace
 
     if args.questions < 1:
         raise ValueError(f"--questions must be >= 1, got {args.questions}")
@@ -120,7 +120,7 @@ def _ask_scene(args: argparse.Namespace, out: Path) -> int:
         f"(seed {args.seed}), geometry in {items[0].scene_name}_geometry/\n"
     )
     geometry = items[0].video_path.parent / f"{items[0].scene_name}_geometry"
-    records, timeline = [], None
+    records, memory = [], None
     for item in items:
         prompt = build_prompt(item, "vsibench")
         # record_memory runs the frames one at a time to read the memory after each (same tokens).
@@ -128,9 +128,9 @@ def _ask_scene(args: argparse.Namespace, out: Path) -> int:
             model, processor, item.video_path, prompt,
             geometry=geometry if model.config.needs_geometry else None,
             num_frames=num_frames, max_new_tokens=16, allow_fewer_frames=True,
-            record_memory=timeline is None and model.config.use_dual_memory,
+            record_memory=memory is None and model.config.use_dual_memory,
         )
-        timeline = timeline or result.memory_timeline
+        memory = memory or (result if result.memory_trace is not None else None)
         gold = gold_answer(item)
         exact = gold
         if item.options:
@@ -150,9 +150,9 @@ def _ask_scene(args: argparse.Namespace, out: Path) -> int:
         baselines = ", ".join(f"{name} {score:.1f}" for name, score in trained.get("baselines", {}).items())
         print(f"this checkpoint's held-out synthetic VSI-Bench overall: {held_out:.1f} ({baselines}); see docs/results.md")
     (out / "answers.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
-    if timeline is not None:
-        print("\n" + format_memory_timeline(timeline))
-        plot_memory_timeline(timeline, out / "memory.png")
+    if memory is not None:
+        print("\nmemory after the last frame:\n" + format_memory_statistics(memory_statistics(memory.memory_state)))
+        plot_memory_trace(memory.memory_trace, out / "memory.png", title="VLM² dual memory over the demo scene")
         print(f"memory picture: {out / 'memory.png'}")
     command = [
         "spatialvlm", "ask", "--video", str(items[0].video_path), "--model", str(model_dir),

@@ -20,13 +20,13 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from ..data.video import read_video, uniform_frame_indices
+from ..diagnostics.memory_stats import MemoryTrace, MemoryTraceRecorder
 from ..geometry import FrameGeometry, GeometrySource, load_geometry_source, read_frames
 from ..memory import MemoryState
 from .processing import VLM2Processor
 from .vlm2 import VLM2ForConditionalGeneration, VLM2VideoOutput
 
 __all__ = [
-    "MemoryTimeline",
     "VideoAnswer",
     "load_vlm2",
     "ask_video",
@@ -42,28 +42,6 @@ ENCODE_CHUNK_FRAMES = 8
 
 
 @dataclass
-class MemoryTimeline:
-    """The dual memory of one video, frame by frame (for ``spatialvlm ask --stats / --viz``).
-
-    Attributes:
-        working_fill: (T,) int64 working-memory entries after each frame.
-        episodic_fill: (T,) int64 episodic entries after each frame.
-        replaced_slot: (T,) int64 episodic slot replaced at each frame, -1 when none was.
-        gate_mean: (T,) mean gate γ of each frame (weight of the working memory).
-        replacements: (L_e,) int64 replacements per episodic slot over the whole video.
-        working_size, episodic_size: capacities L_w and L_e.
-    """
-
-    working_fill: torch.Tensor
-    episodic_fill: torch.Tensor
-    replaced_slot: torch.Tensor
-    gate_mean: torch.Tensor
-    replacements: torch.Tensor
-    working_size: int
-    episodic_size: int
-
-
-@dataclass
 class VideoAnswer:
     """What ``ask_video`` returns.
 
@@ -74,7 +52,7 @@ class VideoAnswer:
         encode_seconds: time spent reading the video and geometry and encoding them.
         decode_seconds: time spent in the language model (prefill + generation).
         num_new_tokens: tokens generated.
-        memory_timeline: per-frame memory statistics when asked for (``record_memory=True``).
+        memory_trace: the memory after every frame when asked for (``record_memory=True``).
     """
 
     text: str
@@ -83,7 +61,7 @@ class VideoAnswer:
     encode_seconds: float = 0.0
     decode_seconds: float = 0.0
     num_new_tokens: int = 0
-    memory_timeline: MemoryTimeline | None = field(default=None, repr=False)
+    memory_trace: MemoryTrace | None = field(default=None, repr=False)
 
 
 def load_vlm2(
@@ -240,8 +218,8 @@ def ask_video(
         max_new_tokens: answer length limit (greedy decoding).
         allow_fewer_frames: use all frames of a video shorter than ``num_frames`` instead of raising.
         progress: tqdm bars for reading, encoding and decoding.
-        record_memory: also return a ``MemoryTimeline`` (frames then go through the memory one
-            call at a time, which gives the same tokens).
+        record_memory: also return a ``diagnostics.MemoryTrace`` (frames then go through the memory
+            one call at a time, which gives the same tokens).
     """
     config = model.config
     if record_memory and not config.use_dual_memory:
@@ -265,7 +243,7 @@ def ask_video(
     # Chunks of frames with the memory state carried over give the same tokens as one call (tested);
     # they let a bar show progress, and single frames let the memory be read after each one.
     chunk = 1 if record_memory else (ENCODE_CHUNK_FRAMES if progress else num_sampled)
-    video_features, memory_state, timeline = _encode_in_chunks(model, video_inputs, chunk, progress, record_memory)
+    video_features, memory_state, trace = _encode_in_chunks(model, video_inputs, chunk, progress, record_memory)
     encode_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -279,7 +257,7 @@ def ask_video(
         encode_seconds=encode_seconds,
         decode_seconds=time.perf_counter() - start,
         num_new_tokens=num_new,
-        memory_timeline=timeline,
+        memory_trace=trace,
     )
 
 
@@ -289,7 +267,7 @@ def _encode_in_chunks(
     chunk_frames: int,
     progress: bool,
     record_memory: bool,
-) -> tuple[torch.Tensor, MemoryState | None, MemoryTimeline | None]:
+) -> tuple[torch.Tensor, MemoryState | None, MemoryTrace | None]:
     """One video (B = 1) through the model ``chunk_frames`` frames per call, the memory carried over.
 
     Returns the packed video tokens (T · P + 1, Dt), the final memory and, with ``record_memory``
@@ -298,38 +276,21 @@ def _encode_in_chunks(
     from tqdm.auto import tqdm
 
     num_frames = video_inputs["pixel_values_videos"].shape[1]
-    state, features, rows = None, [], []
+    state, features = None, []
+    recorder = MemoryTraceRecorder() if record_memory else None
     with tqdm(total=num_frames, desc="encoding", unit="frame", disable=not progress, leave=False) as bar:
         for start in range(0, num_frames, chunk_frames):
             step = {name: value[:, start : start + chunk_frames] for name, value in video_inputs.items()}
             encoded = model.model.get_video_features(**step, memory_state=state, return_dict=True)
             state = encoded.memory_state
             features.append(encoded.frame_features)
-            if record_memory:
-                rows.append(
-                    torch.stack([
-                        state.working_fill[0].float(),
-                        state.episodic_fill[0].float(),
-                        state.counters.last_replaced[0].float(),
-                        state.counters.last_gate[0].float(),
-                    ])
-                )
+            if recorder is not None:
+                recorder.record(state)
             bar.update(step["pixel_values_videos"].shape[1])
-    timeline = None
-    if record_memory:
-        table = torch.stack(rows).cpu()
-        timeline = MemoryTimeline(
-            working_fill=table[:, 0].long(),
-            episodic_fill=table[:, 1].long(),
-            replaced_slot=table[:, 2].long(),
-            gate_mean=table[:, 3],
-            replacements=state.counters.replacements[0].cpu(),
-            working_size=state.working_size,
-            episodic_size=state.episodic_size,
-        )
     frame_features = torch.cat(features)
     counts = torch.tensor([num_frames], device=frame_features.device)
-    return model.model.pack_video_tokens(frame_features, counts), state, timeline
+    trace = recorder.finish() if recorder is not None else None
+    return model.model.pack_video_tokens(frame_features, counts), state, trace
 
 
 def answer_video_question(
