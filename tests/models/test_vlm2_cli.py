@@ -1,6 +1,7 @@
 """`spatialvlm ask` end to end on an mp4 and geometry files the test writes."""
 
 import re
+
 import torch
 from PIL import Image
 
