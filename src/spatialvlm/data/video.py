@@ -198,8 +198,10 @@ def write_video(
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        # One encoder thread: x264 frame threading makes the bytes (and decoded pixels) vary run to run.
-        stream.options = {"crf": str(crf), "threads": "1"}
+        # With its threads, macroblock-tree rate control and lookahead, this x264 encodes the same
+        # frames to different bytes (decoded pixels off by up to ~40 levels) from run to run, even in
+        # one process; without them seeded synthetic data is byte-reproducible (tested).
+        stream.options = {"crf": str(crf), "x264-params": "threads=1:lookahead-threads=1:no-mbtree=1:rc-lookahead=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

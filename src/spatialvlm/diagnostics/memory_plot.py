@@ -31,8 +31,11 @@ def plot_memory_trace(trace: MemoryTrace, path: str | Path, title: str | None = 
 
     occupancy = axes[0]
     for b in range(trace.num_videos):
-        occupancy.plot(steps, trace.working_fill[:, b], color=colors(b), label=f"video {b} working")
-        occupancy.plot(steps, trace.episodic_fill[:, b], color=colors(b), linestyle="--", label=f"video {b} episodic")
+        # Wide pale working line under a dashed, marked episodic one: equal fills must stay visible.
+        occupancy.plot(steps, trace.working_fill[:, b], color=colors(b), linewidth=4, alpha=0.35,
+                       label=f"video {b} working")
+        occupancy.plot(steps, trace.episodic_fill[:, b], color=colors(b), linestyle="--", marker="x",
+                       markersize=4, label=f"video {b} episodic")
     occupancy.axhline(trace.working_size, color="grey", linewidth=0.5)
     occupancy.axhline(trace.episodic_size, color="grey", linewidth=0.5)
     occupancy.set_ylabel("entries held")
@@ -57,6 +60,7 @@ def plot_memory_trace(trace: MemoryTrace, path: str | Path, title: str | None = 
     for b in range(trace.num_videos):
         gate.plot(steps, trace.gate[:, b], color=colors(b), label=f"video {b}")
     gate.set_ylabel("mean gate γ\n(working share)")
+    gate.set_ylim(0, 1)
     gate.legend(fontsize=7, ncol=min(trace.num_videos, 4))
 
     if has_entropy:
