@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import parse_lengths
+
 CHECKPOINT_NAME = "checkpoints/vlm2-tiny-synthetic"
 
 
@@ -44,16 +46,6 @@ def default_checkpoint() -> Path:
         f"no {CHECKPOINT_NAME} here; run the demo from the repository root or pass --model "
         "(python -m spatialvlm.experiments.vlm2_ablation --save-best DIR makes one)"
     )
-
-
-def parse_lengths(text: str) -> tuple[int, ...]:
-    try:
-        lengths = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"--lengths must be comma-separated integers, got {text!r}") from None
-    if not lengths or min(lengths) < 1:
-        raise ValueError(f"--lengths needs at least one positive length, got {text!r}")
-    return lengths
 
 
 def run(args: argparse.Namespace) -> int:

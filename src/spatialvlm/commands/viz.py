@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import parse_lengths
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -43,23 +45,13 @@ def _register_memory(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_memory)
 
 
-def _parse_lengths(text: str) -> tuple[int, ...]:
-    try:
-        lengths = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"--lengths must be comma-separated integers, got {text!r}") from None
-    if not lengths or min(lengths) < 1:
-        raise ValueError(f"--lengths needs at least one positive length, got {text!r}")
-    return lengths
-
-
 def _run_memory(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from spatialvlm.diagnostics import MemoryTrace, plot_memory_trace, run_synthetic_memory_stream
 
     if args.synthetic:
-        _, _, trace = run_synthetic_memory_stream(_parse_lengths(args.lengths), seed=args.seed, progress=True)
+        _, _, trace = run_synthetic_memory_stream(parse_lengths(args.lengths), seed=args.seed, progress=True)
         title = "VLM² dual memory on a synthetic stream"
     else:
         if not Path(args.trace).is_file():

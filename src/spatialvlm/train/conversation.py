@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 __all__ = [
     "IGNORE_INDEX",
     "load_conversation_records",
+    "read_record_list",
     "to_chat_messages",
     "tokenize_conversation",
     "pad_sequences",
@@ -39,8 +40,8 @@ IGNORE_INDEX = -100
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-def load_conversation_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a LLaVA-format JSON list (or JSON Lines file) and check every record's shape."""
+def read_record_list(path: str | os.PathLike) -> list[Any]:
+    """Read a non-empty JSON list (``.json``) or JSON Lines file (``.jsonl``) of training records."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
@@ -54,6 +55,13 @@ def load_conversation_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(f"data file {path} is not valid JSON: {error}") from error
     if not isinstance(records, list) or not records:
         raise ValueError(f"data file {path} must hold a non-empty list of records")
+    return records
+
+
+def load_conversation_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a LLaVA-format JSON list (or JSON Lines file) and check every record's shape."""
+    path = Path(path)
+    records = read_record_list(path)
     for index, record in enumerate(records):
         turns = record.get("conversations") if isinstance(record, dict) else None
         if not isinstance(turns, list) or not turns:

@@ -24,7 +24,6 @@ mixed-budget loss), ``ImageQADataset`` / ``ImageQACollator``, ``ShirgXTrainer``,
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,7 @@ from ...eval.image_prompts import ImagePromptConfig
 from ...selection import ShirgXConfig, ShirgXSelector, patch_entropy, save_selector
 from ...selection.io import selector_config_from_dict
 from ..arguments import DataArguments, ModelArguments, _split_list
-from ..conversation import IGNORE_INDEX, pad_sequences, to_chat_messages, tokenize_conversation
+from ..conversation import IGNORE_INDEX, pad_sequences, read_record_list, to_chat_messages, tokenize_conversation
 from ..trainer import SpatialTrainer
 from ..tunable import PartMap
 from . import register_task
@@ -422,18 +421,7 @@ def load_image_qa_records(path: str | os.PathLike, post_prompt: str = "") -> lis
         ``[{"id", "image", "conversations"}]``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"data file {path} is not valid JSON: {error}") from error
-    if not isinstance(rows, list) or not rows:
-        raise ValueError(f"data file {path} must hold a non-empty list of records")
+    rows = read_record_list(path)
     records = []
     for index, row in enumerate(rows):
         label = row.get("id", "no id") if isinstance(row, dict) else repr(row)
