@@ -24,8 +24,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
-	@set -e; for script in benchmarks/bench_*.py; do \
-		echo "== $$script"; $(BIN)/python $$script; done
+	$(BIN)/spatialvlm bench
 
 clean:
 	rm -rf $(VENV) demo_out build dist src/*.egg-info

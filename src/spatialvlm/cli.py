@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ("synth", "eval", "ask", "train", "demo", "viz")
+COMMANDS: tuple[str, ...] = ("demo", "ask", "synth", "eval", "train", "viz", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

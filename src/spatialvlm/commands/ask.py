@@ -18,7 +18,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ask",
-        help="answer a question about a video",
+        help="answer a question about a video (VLM²) or an image (SHIRG-X)",
         description="Answer a question about a video with a VLM² / LLaVA-OneVision checkpoint (offline).",
     )
     parser.add_argument("question", help="the question, e.g. 'How many chairs are in the room?'")

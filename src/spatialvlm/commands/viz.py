@@ -18,7 +18,7 @@ from . import parse_lengths
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "viz",
-        help="draw diagnostics pictures (memory, ...)",
+        help="draw diagnostics pictures (memory, selection)",
         description="Draw a diagnostics picture; pick what with a subcommand.",
     )
     subcommands = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
