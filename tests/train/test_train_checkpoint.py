@@ -18,14 +18,6 @@ from spatialvlm.train import (
 from train_fixtures import save_tiny_base, trainer_flags, write_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Train a few steps: LoRA + memory + projector; the fusion block is new but stays frozen."""

@@ -28,14 +28,6 @@ from spatialvlm.train.tasks.shirgx import (
 from spatialvlm.train.tunable import canonical_parameter_name
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("shirgx")

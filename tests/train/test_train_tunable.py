@@ -17,14 +17,6 @@ from train_fixtures import save_tiny_base, write_dataset
 FLAGS = dict(use_spatial_fusion=True, use_dual_memory=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     """A real training batch: two videos of different lengths with geometry, through the dataset."""

@@ -17,14 +17,6 @@ from train_fixtures import save_tiny_base, trainer_flags, write_dataset
 MEMORY_FLAGS = dict(use_dual_memory="True", use_spatial_fusion="True")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm2_train")
