@@ -360,6 +360,8 @@ def _train_variant(
         warmup_steps=config.warmup_ratio,
         lr_scheduler_type="cosine",
         logging_steps=10,
+        # Show a diverged run as nan instead of the Trainer's default of hiding non-finite losses.
+        logging_nan_inf_filter=False,
         save_strategy="no",
         report_to="none",
         seed=config.seed,
