@@ -15,6 +15,7 @@ from PIL import Image
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from spatialvlm.models.tiny import build_tiny_tokenizer, tiny_llava_onevision_config
+from train_fixtures import QUICK_RUN_FLAGS
 
 IMAGE_SIZE, GRID, SCAFFOLD, BUDGETS = 224, 16, 16, (32, 48, 64)
 
@@ -64,15 +65,7 @@ def shirgx_flags(base: Path, data: Path, output: Path, **overrides: str) -> list
         "budgets": ",".join(map(str, BUDGETS)),
         "question_post_prompt": "",
         "model_max_length": "512",
-        "per_device_train_batch_size": "2",
-        "max_steps": "4",
-        "logging_steps": "1",
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": "True",
-        "dataloader_num_workers": "0",
-        "disable_tqdm": "True",
-        "seed": "0",
+        **QUICK_RUN_FLAGS,
     }
     flags.update(overrides)
     return [token for name, value in flags.items() for token in (f"--{name}", value)]

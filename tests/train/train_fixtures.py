@@ -91,6 +91,20 @@ def write_dataset(
     return path
 
 
+# TrainingArguments of a quick, quiet, deterministic CPU run, shared by every task's test flags.
+QUICK_RUN_FLAGS: dict[str, str] = {
+    "per_device_train_batch_size": "2",
+    "max_steps": "4",
+    "logging_steps": "1",
+    "save_strategy": "no",
+    "report_to": "none",
+    "use_cpu": "True",
+    "dataloader_num_workers": "0",
+    "disable_tqdm": "True",
+    "seed": "0",
+}
+
+
 def trainer_flags(base: Path, data: Path, output: Path, **overrides: str) -> list[str]:
     """``spatialvlm train`` flags for a quick CPU run; ``overrides`` replace or add flags."""
     flags = {
@@ -99,16 +113,8 @@ def trainer_flags(base: Path, data: Path, output: Path, **overrides: str) -> lis
         "output_dir": str(output),
         "num_frames": "4",
         "memory_num_heads": "2",
-        "per_device_train_batch_size": "2",
         "learning_rate": "1e-3",
-        "max_steps": "4",
-        "logging_steps": "1",
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": "True",
-        "dataloader_num_workers": "0",
-        "disable_tqdm": "True",
-        "seed": "0",
+        **QUICK_RUN_FLAGS,
     }
     flags.update(overrides)
     return [token for name, value in flags.items() for token in (f"--{name}", value)]
