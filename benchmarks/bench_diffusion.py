@@ -21,6 +21,7 @@ pass runs once per size (its cost does not depend on K) and counts in every budg
 from __future__ import annotations
 
 import argparse
+import sys
 import re
 import time
 from pathlib import Path
@@ -95,7 +96,9 @@ def run_size(size: str, tokenizer, budgets, steps: int, step_reps: int, nocache_
         timer.totals["vision"], timer.calls["vision"] = vision_timer.totals["vision"], 1
         features = path.select_and_project(hidden_states, question, budget=budget, timer=timer)
         inputs = path.build_inputs(prompt_ids, features.tokens)
-        config = DiffusionConfig(mask_token_id=tokenizer.mask_token_id, answer_length=ANSWER_LENGTH, steps=steps)
+        # LaViDa's cached inference: prefix-DLM attention, the prefix's KV computed once.
+        config = DiffusionConfig(mask_token_id=tokenizer.mask_token_id, answer_length=ANSWER_LENGTH, steps=steps,
+                                 attention="prefix_dlm")
         generator = MaskedDiffusionGenerator.from_model(model, config)
         generator.generate(prompt_embeds=inputs["inputs_embeds"], timer=timer)
         peak_mib = (_rss_kib("VmHWM") - before) / 1024
@@ -104,7 +107,8 @@ def run_size(size: str, tokenizer, budgets, steps: int, step_reps: int, nocache_
         cached = generator.encode_prefix(prompt_embeds=inputs["inputs_embeds"])
         uncached = MaskedDiffusionGenerator.from_model(
             model, DiffusionConfig(mask_token_id=tokenizer.mask_token_id, answer_length=ANSWER_LENGTH,
-                                   use_prefix_cache=False)).encode_prefix(prompt_embeds=inputs["inputs_embeds"])
+                                   attention="prefix_dlm", use_prefix_cache=False)
+        ).encode_prefix(prompt_embeds=inputs["inputs_embeds"])
         answer = torch.full((1, ANSWER_LENGTH), tokenizer.mask_token_id)
         step_times = {}
         for name, prefix, reps in (("cache", cached, step_reps), ("no cache", uncached, nocache_reps)):
@@ -114,7 +118,8 @@ def run_size(size: str, tokenizer, budgets, steps: int, step_reps: int, nocache_
                 generator.answer_logits(prefix, answer)
             step_times[name] = (time.perf_counter() - start) / reps
 
-        stages = ("vision", "selection", "projector", "prefix", "denoise")
+        # Every stage the path timed (vision, the selector's own stages, projector, prefix, denoise).
+        stages = tuple(timer.totals)
         total = sum(timer.totals[s] for s in stages)
         shares = " ".join(f"{s} {timer.totals[s] / total:6.1%}" for s in stages)
         prefix_length = inputs["inputs_embeds"].shape[1]
@@ -132,7 +137,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one real-dims budget, 10 steps")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from threads import configure_threads
+
+    configure_threads()  # OMP_NUM_THREADS, default 2
     tokenizer = build_tiny_tokenizer()
     print(f"answer length {ANSWER_LENGTH}; times fp32 on {torch.get_num_threads()} threads")
     run_size("tiny", tokenizer, (32, 48, 64), steps=30, step_reps=20, nocache_reps=20)

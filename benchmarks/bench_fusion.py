@@ -11,6 +11,8 @@ weights, nothing downloaded); fp32, 2 threads, inference (no_grad), best of inte
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+import sys
 import time
 from typing import Callable
 
@@ -58,7 +60,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds instead of 4")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from threads import configure_threads
+
+    configure_threads()  # OMP_NUM_THREADS, default 2
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     rounds = 2 if args.quick else 4

@@ -195,7 +195,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a 1,000-frame stream")
     parser.add_argument("--skip-siglip", action="store_true", help="skip section 2 (needs transformers)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from threads import configure_threads
+
+    configure_threads()  # OMP_NUM_THREADS, default 2
     repeats = 3 if args.quick else 5
     print(f"# bench_memory (torch {torch.__version__}, {torch.get_num_threads()} threads, fp32)")
     with torch.inference_mode():

@@ -87,7 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one SigLIP forward, K = 768 only, fewer repeats")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from threads import configure_threads
+
+    configure_threads()  # OMP_NUM_THREADS, default 2
     torch.manual_seed(0)
     repeats = 5 if args.quick else 15
     budgets = (768,) if args.quick else (512, 768, 1024)

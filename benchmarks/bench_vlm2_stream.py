@@ -17,6 +17,8 @@ of a CPU benchmark. Weights are random; only time is measured.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+import sys
 import time
 
 import numpy as np
@@ -118,7 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from threads import configure_threads
+
+    configure_threads()  # OMP_NUM_THREADS, default 2
     tiny_frames, real_frames = (8, 2) if args.quick else (16, 3)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
     tiny = run_stream(tiny_vlm2_config(use_dual_memory=True), tiny_frames, 9, (64, 96), end_to_end=True)

@@ -58,9 +58,16 @@ class NaiveDualMemory:
         return [NaiveVideoMemory() for _ in range(batch_size)]
 
     def step_video(self, h: Tensor, video: NaiveVideoMemory) -> tuple[Tensor, int]:
-        """h (N, D) -> fused (N, D) and the episodic slot index (list position) replaced, or -1."""
+        """h (N, D) -> output (N, D) and the episodic slot index (list position) replaced, or -1.
+
+        The output is M_t (``output="paper"``) or h + out(M_t) ("residual"); the episodic list
+        stores M_t. With ``read_order="write_then_read"`` h joins the working list before it is read.
+        """
         cfg, memory = self.config, self.memory
         stored_h = _pool(h, cfg.compress_tokens)
+        write_first = getattr(cfg, "read_order", "read_then_write") == "write_then_read"
+        if write_first:
+            self._append_working(video, stored_h)
         # Empty memory: attend to the current frame itself (see DualMemory's docstring).
         working_tokens = torch.cat(video.working) if video.working else stored_h
         episodic_tokens = torch.cat(video.episodic) if video.episodic else stored_h
@@ -69,9 +76,8 @@ class NaiveDualMemory:
         gate = torch.sigmoid(memory.gate(torch.cat([memory_w, memory_e], dim=-1)))
         fused = gate * memory_w + (1 - gate) * memory_e
 
-        video.working.append(stored_h)
-        if len(video.working) > cfg.working_size:
-            video.working.pop(0)
+        if not write_first:
+            self._append_working(video, stored_h)
         replaced = -1
         mean = fused.mean(dim=0)
         if len(video.episodic) == cfg.episodic_size:
@@ -81,7 +87,16 @@ class NaiveDualMemory:
             del video.episodic_means[replaced]
         video.episodic.append(_pool(fused, cfg.compress_tokens))
         video.episodic_means.append(mean)
+        if getattr(cfg, "output", "paper") == "residual":
+            out = memory.output_proj
+            return h + F.linear(fused, out.weight, out.bias), replaced
         return fused, replaced
+
+    def _append_working(self, video: NaiveVideoMemory, entry: Tensor) -> None:
+        """FIFO: append, then drop the oldest beyond the capacity."""
+        video.working.append(entry)
+        if len(video.working) > self.config.working_size:
+            video.working.pop(0)
 
     def step(self, h: Tensor, videos: list[NaiveVideoMemory]) -> Tensor:
         """h (B, N, D) -> fused (B, N, D), looping over the videos."""

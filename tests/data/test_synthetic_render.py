@@ -99,10 +99,23 @@ def test_generate_split_writes_the_documented_layout(tmp_path):
     expected = make_scene(config, 0)
     decoded = read_video(video, num_frames=None).frames
     assert np.abs(decoded.astype(float) - expected.frames.rgb).mean() < 8  # H.264 is lossy
-    frame = load_frame_geometry(tmp_path / "synthetic" / f"{scene_name}_geometry" / "frame_00007.safetensors")
+    geometry_dir = tmp_path / "synthetic" / f"{scene_name}_geometry"
+    frame = load_frame_geometry(geometry_dir / "frame_00007.safetensors")
+    first = load_frame_geometry(geometry_dir / "frame_00000.safetensors")
     np.testing.assert_allclose(frame.depth.numpy(), expected.frames.depth[7])
-    np.testing.assert_allclose(frame.points.numpy(), expected.frames.points[7])
-    np.testing.assert_allclose(frame.pose.numpy(), expected.frames.poses[7], atol=1e-6)
+    # Geometry is in frame 0's camera frame: world → camera 0 with the inverse of its pose.
+    world_to_first = np.linalg.inv(expected.frames.poses[0])
+    world = np.concatenate([expected.frames.points[7], np.ones((32, 32, 1))], -1)
+    np.testing.assert_allclose(frame.points.numpy(), (world @ world_to_first.T)[..., :3], atol=1e-4)
+    np.testing.assert_allclose(frame.pose.numpy(), world_to_first @ expected.frames.poses[7], atol=1e-5)
+    np.testing.assert_allclose(first.pose.numpy(), np.eye(4), atol=1e-6)
+    # Rotated and translated: the stored points are not the world's (no room corner at the origin).
+    assert np.abs(frame.points.numpy() - expected.frames.points[7]).max() > 0.5
+    points, valid = unproject_depth(frame.depth[None], frame.intrinsics, frame.pose[None])
+    np.testing.assert_allclose(points[0].numpy(), frame.points.numpy(), atol=2e-4)
     assert frame.valid.all()
     description = json.loads((tmp_path / "synthetic" / f"{scene_name}.json").read_text())
     assert len(description["poses"]) == 16 and description["room_size"] == expected.scene.room_size.tolist()
+    back = frame.points.numpy().reshape(-1, 3) @ np.array(description["world_from_geometry"])[:3, :3].T
+    back += np.array(description["world_from_geometry"])[:3, 3]
+    np.testing.assert_allclose(back, expected.frames.points[7].reshape(-1, 3), atol=1e-4)

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM
 
 from spatialvlm.models.diffusion import DiffusionConfig, MaskedDiffusionGenerator, additive_mask, attention_allowed
-from spatialvlm.models.llada import convert_llada_checkpoint, llada_parameter_name, llada_to_hf_config
+from spatialvlm.convert.llada import convert_llada_checkpoint, llada_parameter_name, llada_to_hf_config
 
 D_MODEL, N_HEADS, N_KV_HEADS, N_LAYERS, HIDDEN, VOCAB, THETA = 32, 4, 2, 2, 48, 40, 500000.0
 
@@ -117,17 +117,21 @@ def test_converted_model_matches_naive_llada_forward(tmp_path, qkv_bias, weight_
     torch.testing.assert_close(again, logits)
 
 
-def test_converted_model_drives_prefix_dlm_diffusion_like_naive(tmp_path):
+@pytest.mark.parametrize("attention", [None, "prefix_dlm"])
+def test_converted_model_drives_diffusion_like_naive(tmp_path, attention):
     config, weights = _write_llada_checkpoint(tmp_path, shards=1)
     model = convert_llada_checkpoint(tmp_path)
     prompt = torch.randint(0, VOCAB - 1, (1, 6))
     generator = MaskedDiffusionGenerator.from_model(
-        model, DiffusionConfig(mask_token_id=VOCAB - 1, answer_length=4, steps=4)
+        model, DiffusionConfig(mask_token_id=VOCAB - 1, answer_length=4, steps=4, attention=attention)
     )
+    # LLaDA is trained bidirectionally: that is the default; prefix-DLM (with its cache) only when asked.
+    assert generator.config.attention == (attention or "bidirectional")
+    assert generator.config.use_prefix_cache == (attention == "prefix_dlm")
     out = generator.generate(prompt, output_logits=True)
-    # Step 0 sees prompt + 4 masks under the prefix-DLM pattern: compare with the naive forward.
+    # Step 0 sees prompt + 4 masks under that pattern: compare with the naive forward.
     ids = torch.cat([prompt, torch.full((1, 4), VOCAB - 1)], 1)
-    allowed = attention_allowed(torch.ones(1, 6, dtype=torch.bool), 4)[0]
+    allowed = attention_allowed(torch.ones(1, 6, dtype=torch.bool), 4, generator.config.attention)[0]
     expected = _naive_llada_logits(weights, config, ids, allowed)[0, 6:]
     torch.testing.assert_close(out.step_logits[0][0], expected, atol=2e-4, rtol=2e-4)
 

@@ -1,5 +1,6 @@
-"""The SHIRG-X image path scores with the projector's effective weights: a LoRA-wrapped projector and
-its merged equivalent keep the same patches; `load_shirgx_base` round-trips a saved VLM."""
+"""The SHIRG-X image path scores through the projector as it runs, LoRA included: a LoRA-wrapped
+projector and its merged equivalent keep the same patches, and the score is the exact ⟨P(f), ê⟩ of
+the adapted projector; `load_shirgx_base` round-trips a saved VLM."""
 
 import copy
 
@@ -8,10 +9,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlavaOnevisionForConditionalGeneration
 
-from spatialvlm.models.shirgx_vlm import ShirgXImageConfig, ShirgXImagePath, effective_linear_weight, load_shirgx_base
+from spatialvlm.models.shirgx_vlm import ShirgXImageConfig, ShirgXImagePath, load_shirgx_base
 from spatialvlm.models.tiny import tiny_llava_onevision_config
-from spatialvlm.selection import ShirgXConfig, ShirgXSelector
-from spatialvlm.selection.text_space import pull_back_text_embeds
+from spatialvlm.selection import ShirgXConfig, ShirgXSelector, minmax_normalise
 
 GRID = 16
 
@@ -40,18 +40,7 @@ def _selection(model, hidden_states, question):
         return path.select_and_project(hidden_states, question, budget=32)
 
 
-def test_effective_weight_is_the_merged_weight(lora_and_merged):
-    _, inner, merged = lora_and_merged
-    for name in ("linear_1", "linear_2"):
-        lora_layer = getattr(inner.model.multi_modal_projector, name)
-        merged_weight = getattr(merged.model.multi_modal_projector, name).weight
-        torch.testing.assert_close(effective_linear_weight(lora_layer), merged_weight)
-        assert not torch.allclose(lora_layer.weight, merged_weight)  # `.weight` alone is the stale base
-    plain = merged.model.multi_modal_projector.linear_1
-    assert effective_linear_weight(plain) is plain.weight
-
-
-def test_lora_and_merged_projectors_keep_the_same_patches(lora_and_merged):
+def test_lora_and_merged_projectors_keep_the_same_patches_with_the_adapted_exact_score(lora_and_merged):
     base, inner, merged = lora_and_merged
     torch.manual_seed(1)
     layers = inner.config.vision_feature_layer
@@ -61,13 +50,28 @@ def test_lora_and_merged_projectors_keep_the_same_patches(lora_and_merged):
     merged_out = _selection(merged, hidden_states, question)
     assert torch.equal(lora_out.selection.source_index, merged_out.selection.source_index)
     torch.testing.assert_close(lora_out.tokens, merged_out.tokens, rtol=1e-4, atol=1e-5)
-    # The stale-base-weight scoring (the old behaviour) ranks differently: the check above can fail.
-    projector = base.model.multi_modal_projector
-    stale_text = pull_back_text_embeds(question, [projector.linear_1.weight, projector.linear_2.weight])
-    selector = ShirgXSelector(ShirgXConfig(vision_dim=32, grid=(GRID, GRID), budgets=(32, 48), default_budget=32))
+    # Sim is the exact score of the merged (adapted) projector, by hand: Linear, GELU, Linear.
+    projector = merged.model.multi_modal_projector
     with torch.no_grad():
-        stale = selector(hidden_states[layers], stale_text, 32)
-    assert not torch.equal(stale.source_index, merged_out.selection.source_index)
+        hidden = torch.nn.functional.gelu(hidden_states[layers] @ projector.linear_1.weight.T + projector.linear_1.bias)
+        projected = hidden @ projector.linear_2.weight.T + projector.linear_2.bias
+        exact = (projected @ torch.nn.functional.normalize(question, dim=-1).transpose(1, 2)).amax(-1)
+    selector_config = ShirgXConfig()
+    torch.testing.assert_close(
+        lora_out.selection.patch_scores,
+        selector_config.relevance_weight * minmax_normalise(exact)
+        - selector_config.centre_weight * _centre(GRID),
+        rtol=1e-4, atol=1e-5,
+    )
+    # The base projector without the adapter (what a stale-weight shortcut would score) ranks differently.
+    base_out = _selection(base, hidden_states, question)
+    assert not torch.equal(base_out.selection.source_index, merged_out.selection.source_index)
+
+
+def _centre(grid):
+    from spatialvlm.selection import centre_distance, grid_coords
+
+    return centre_distance(grid_coords((grid, grid)))
 
 
 def test_load_shirgx_base_round_trips(tmp_path):

@@ -127,8 +127,9 @@ def test_token_set_is_static_after_step_zero(tiny):
     for use_cache in (True, False):
         for log in (vision, chooser, language):
             log.calls.clear()
+        # Prefix-DLM both times: with and without its cache the decoder must give the same tokens.
         config = DiffusionConfig(mask_token_id=tokenizer.mask_token_id, answer_length=8, steps=8,
-                                 use_prefix_cache=use_cache)
+                                 attention="prefix_dlm", use_prefix_cache=use_cache)
         answer = path.answer(image, "How many chairs?", tokenizer, decoding="diffusion", budget=48,
                              diffusion_config=config)
         assert answer.num_image_tokens == 48 + SCAFFOLD

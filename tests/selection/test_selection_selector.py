@@ -9,8 +9,9 @@ from spatialvlm.selection import (
     CoordinateEmbedding,
     ShirgXConfig,
     ShirgXSelector,
+    grid_coords,
     patch_entropy,
-    pull_back_text_embeds,
+    text_relevance,
 )
 
 DIM = 48
@@ -54,13 +55,30 @@ def test_untrained_coordinate_embedding_leaves_tokens_unchanged_and_tokens_match
             torch.testing.assert_close(out.tokens[b, slot], tokens[b, members].mean(0))
 
 
-def test_trained_coordinate_embedding_is_added_to_every_token(tokens):
+def test_trained_coordinate_embedding_is_added_to_every_patch_before_pooling(tokens):
     selector = ShirgXSelector(ShirgXConfig(vision_dim=DIM))
     nn.init.normal_(selector.coord_embed.out_proj.weight)
     out = selector(tokens, budget=512)
-    raw = ShirgXSelector(ShirgXConfig(vision_dim=DIM, add_coord_embedding=False))(tokens, budget=512)
-    torch.testing.assert_close(out.tokens - raw.tokens, selector.coord_embed(out.coords))
+    embedded = tokens + selector.coord_embed(grid_coords((48, 48)))
+    for b in range(3):
+        for slot in range(0, 656, 37):
+            members = out.source_index[b, slot][out.source_index[b, slot] >= 0]
+            torch.testing.assert_close(out.tokens[b, slot], embedded[b, members].mean(0))
     assert CoordinateEmbedding(DIM)(torch.rand(5, 4)).abs().max() == 0
+
+
+def test_with_a_projector_every_token_is_pooled_after_it(tokens):
+    torch.manual_seed(7)
+    projector = nn.Sequential(nn.Linear(DIM, 40), nn.GELU(), nn.Linear(40, 40))
+    selector = ShirgXSelector(ShirgXConfig(vision_dim=DIM))
+    with torch.no_grad():
+        out = selector(tokens, torch.randn(3, 4, 40), budget=512, projector=projector)
+        projected = projector(tokens)
+    assert out.tokens.shape == (3, 656, 40)
+    for b in range(3):
+        for slot in (0, 77, 143, 144, 400, 655):  # scaffold (16 patches) and kept groups alike
+            members = out.source_index[b, slot][out.source_index[b, slot] >= 0]
+            torch.testing.assert_close(out.tokens[b, slot], projected[b, members].mean(0))
 
 
 def test_deterministic(selector, tokens):
@@ -113,20 +131,40 @@ def test_patch_entropy_is_one_for_uniform_channels_and_low_for_peaked():
     assert entropy[0, 1] < 0.01
 
 
-def test_pull_back_equals_linear_projector_dot_products():
-    torch.manual_seed(2)
-    first, second = nn.Linear(6, 10), nn.Linear(10, 8)
-    patches, question = torch.randn(20, 6), torch.randn(3, 8)
-    pulled = pull_back_text_embeds(question, [first.weight, second.weight])
-    assert pulled.shape == (3, 6)
-    # ⟨W2 W1 f, e⟩ = ⟨f, W1ᵀ W2ᵀ e⟩ for the linear part of the projector.
-    projected = patches @ first.weight.T @ second.weight.T
-    torch.testing.assert_close(patches @ pulled.T, projected @ question.T, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="width 8"):
-        pull_back_text_embeds(question, [second.weight, first.weight])
+def test_relevance_is_the_exact_projected_score_on_a_real_dims_projector():
+    """Sim = max over question tokens of ⟨P(f_i), e_q/‖e_q‖⟩, with LaViDa's projector shape
+    (Linear 1152→4096, GELU, Linear 4096→4096, biases), computed by hand here."""
+    torch.manual_seed(8)
+    projector = nn.Sequential(nn.Linear(1152, 4096), nn.GELU(), nn.Linear(4096, 4096))
+    with torch.no_grad():
+        for layer in (projector[0], projector[2]):
+            layer.bias.normal_(0.0, 0.5)  # biases matter: the old pull-back shortcut dropped them
+    features = torch.randn(1, 2304, 1152)
+    question = torch.randn(1, 6, 4096)
+    mask = torch.tensor([[True, True, True, True, False, False]])  # padding is not a question token
+    selector = ShirgXSelector(ShirgXConfig(vision_dim=1152, neighbour_weight=0.0, centre_weight=0.0))
+    with torch.no_grad():
+        out = selector(features, question, budget=512, text_mask=mask, projector=projector)
+        hidden = torch.nn.functional.gelu(features[0] @ projector[0].weight.T + projector[0].bias)
+        projected = hidden @ projector[2].weight.T + projector[2].bias
+        unit = question[0, :4] / question[0, :4].norm(dim=-1, keepdim=True)
+        exact = (projected @ unit.T).amax(dim=-1)
+    torch.testing.assert_close(text_relevance(projector(features), question, mask)[0], exact, rtol=1e-4, atol=1e-3)
+    # The patch scores are w_sim · minmax(exact score): the same ranking, exactly.
+    normalised = (exact - exact.min()) / (exact.max() - exact.min())
+    torch.testing.assert_close(out.patch_scores[0], 0.7 * normalised, rtol=1e-4, atol=1e-5)
 
 
-def test_score_tokens_drive_selection_but_hi_tokens_are_handed_on():
+def test_text_free_saliency_when_no_question(tokens):
+    selector = ShirgXSelector(ShirgXConfig(vision_dim=DIM, neighbour_weight=0.0, centre_weight=0.0))
+    out = selector(tokens[:1], budget=512)
+    mean = tokens[0].mean(0)
+    saliency = 1 - torch.nn.functional.cosine_similarity(tokens[0], mean[None], dim=-1)
+    normalised = (saliency - saliency.min()) / (saliency.max() - saliency.min())
+    torch.testing.assert_close(out.patch_scores[0], 0.7 * normalised, rtol=1e-4, atol=1e-5)
+
+
+def test_score_tokens_drive_text_free_selection_but_hi_tokens_are_handed_on():
     torch.manual_seed(3)
     hi_tokens, score_tokens = torch.randn(1, 2304, DIM), torch.randn(1, 2304, 16)
     selector = ShirgXSelector(ShirgXConfig(vision_dim=DIM, score_dim=16))

@@ -9,6 +9,7 @@ new input (an image path) is a parser line and a function.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,25 +27,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inputs.add_argument("--video", type=Path, help="video file (mp4, avi, mkv, ...)")
     inputs.add_argument("--image", type=Path, help="image file: SHIRG-X image path (one 672 px view)")
     parser.add_argument(
-        "--budget", default="auto", metavar="512|768|1024|auto",
+        "--budget", metavar="512|768|1024|auto",
         help="--image: high-detail tokens K kept besides the 144 scaffold tokens, one of the selector's "
         "budgets (default auto: adaptive head)",
     )
     parser.add_argument(
-        "--decoding", choices=("autoregressive", "diffusion"), default="autoregressive",
-        help="--image: answer decoding (diffusion: masked diffusion with a prefix cache, 30 steps)",
+        "--decoding", choices=("autoregressive", "diffusion"),
+        help="--image: answer decoding (default autoregressive; diffusion: masked diffusion, one token per step, "
+        "the attention the checkpoint was trained with)",
     )
     parser.add_argument("--no-selector", action="store_true", help="--image: the base model's own image path")
     parser.add_argument(
         "--geometry",
         type=Path,
-        help="per-frame geometry folder (frame_00000.safetensors ..., or ScanNet-style depth/ pose/)",
+        help="--video: per-frame geometry folder (frame_00000.safetensors ..., or ScanNet-style depth/ pose/)",
+    )
+    parser.add_argument(
+        "--no-fusion", action="store_true",
+        help="--video: answer without geometry on a checkpoint that runs the fusion block, by skipping the "
+        "block (answers then differ from the trained model's)",
     )
     parser.add_argument("--model", type=Path, required=True, help="checkpoint directory")
     parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly (default 32)")
     parser.add_argument("--all-frames", action="store_true", help="use every frame instead of sampling")
     parser.add_argument(
-        "--allow-fewer-frames", action="store_true", help="use all frames of a video shorter than --num-frames"
+        "--allow-fewer-frames", action="store_true",
+        help="use all frames of a video shorter than --num-frames, and the decodable frames of a truncated one",
     )
     parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length limit (default 16)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype (default float32)")
@@ -53,52 +61,140 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--viz", type=Path, help="save a picture (PNG) here: the memory (--video) or the token selection (--image)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (weight loading included)")
+    parser.add_argument(
+        "--coordinate-normalization", choices=("per_video", "metric", "fixed"),
+        help="how point coordinates are normalised (default: the checkpoint's; 'metric' needs metric geometry)",
+    )
+    parser.add_argument("--coordinate-stats", metavar="X,Y,Z,SCALE", help="the statistics of 'fixed' normalisation")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .inputs import check_device, check_model_dir
+
+    if not args.question.strip():
+        raise ValueError("the question is empty; give it as the last argument, e.g. 'How many chairs are in the room?'")
     if args.num_frames < 1:
         raise ValueError(f"--num-frames must be >= 1, got {args.num_frames}")
-    if not args.model.is_dir():
-        raise FileNotFoundError(f"model directory {args.model} does not exist")
+    _check_flags_match_input(args)
+    check_device(args.device)
+    config = check_model_dir(args.model)
     if args.video is not None:
-        return _ask_video(args)
+        return _ask_video(args, config)
     if args.image is not None:
         return _ask_image(args)
     raise ValueError("give an input (--video or --image)")
 
 
+def _check_flags_match_input(args: argparse.Namespace) -> None:
+    """Flags of the other input kind are an error rather than silently ignored."""
+    if args.video is not None:
+        used = [name for name, on in (
+            ("--budget", args.budget is not None), ("--decoding", args.decoding is not None),
+            ("--no-selector", args.no_selector),
+        ) if on]
+        kind, other = "--image", "--video"
+    else:
+        used = [name for name, on in (
+            ("--geometry", args.geometry is not None), ("--no-fusion", args.no_fusion),
+            ("--all-frames", args.all_frames), ("--allow-fewer-frames", args.allow_fewer_frames),
+        ) if on]
+        kind, other = "--video", "--image"
+    if used:
+        raise ValueError(f"{' and '.join(used)} only apply to {kind}; drop {'them' if len(used) > 1 else 'it'} with {other}")
+    if args.no_fusion and args.geometry is not None:
+        raise ValueError("--no-fusion answers without geometry; drop --geometry (or --no-fusion to use it)")
+
+
+def _coordinate_options(args: argparse.Namespace) -> dict:
+    """--coordinate-normalization as a load_vlm2 flag; --coordinate-stats checked in one line."""
+    from ..geometry import parse_coordinate_stats
+
+    mode = args.coordinate_normalization
+    if args.coordinate_stats and mode != "fixed":
+        raise ValueError("--coordinate-stats is for --coordinate-normalization fixed; add that or drop it")
+    if mode == "fixed" and not args.coordinate_stats:
+        raise ValueError("--coordinate-normalization fixed needs --coordinate-stats X,Y,Z,SCALE")
+    if args.coordinate_stats:
+        parse_coordinate_stats(args.coordinate_stats)
+    return {} if mode is None else {"coordinate_normalization": mode}
+
+
 def _load(args: argparse.Namespace):
     import torch
+    from safetensors import SafetensorError
 
+    from ..geometry import parse_coordinate_stats
     from ..models import load_vlm2
+    from .inputs import corrupt_weights_error, transformers_output
 
-    return load_vlm2(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+    try:
+        with transformers_output(progress=not args.no_progress):
+            model, processor = load_vlm2(args.model, dtype=getattr(torch, args.dtype), device=args.device, **_coordinate_options(args))
+            if args.coordinate_stats:  # 'fixed' normalisation: the user's statistics
+                processor.coordinate_stats = parse_coordinate_stats(args.coordinate_stats)
+            return model, processor
+    except (SafetensorError, OSError, RuntimeError) as error:
+        named = corrupt_weights_error(args.model, error)
+        if named is None:
+            raise
+        raise named from error
 
 
-def _ask_video(args: argparse.Namespace) -> int:
+def _ask_video(args: argparse.Namespace, config: dict) -> int:
+    from ..data.video import FewerFramesError
     from ..diagnostics import format_memory_statistics, memory_statistics, plot_memory_trace
+    from ..geometry import GeometryError
     from ..models import ask_video
+    from .inputs import warn
 
+    if args.video.is_dir():
+        raise ValueError(f"video {args.video} is a folder, not a video file")
     if not args.video.is_file():
         raise FileNotFoundError(f"video {args.video} does not exist")
+    if args.geometry is not None and not args.geometry.is_dir():
+        raise FileNotFoundError(f"geometry folder {args.geometry} does not exist")
+    # Every VLM² config stores use_spatial_fusion; a plain LLaVA-OneVision one gets VLM2Config's True.
+    if config.get("use_spatial_fusion", True) and args.geometry is None and not args.no_fusion:
+        raise ValueError(
+            f"{args.model} runs the fusion block (use_spatial_fusion=True) and needs per-frame geometry: "
+            "pass --geometry DIR (frame_XXXXX.safetensors files, or ScanNet-style depth/ pose/), "
+            "or --no-fusion to answer without it"
+        )
     model, processor = _load(args)
+    if args.no_fusion and model.config.use_spatial_fusion:
+        # What a model built with use_spatial_fusion=False computes: fuse_geometry is the identity.
+        model.model.spatial_fusion = None
+        model.config.use_spatial_fusion = False
+        print(f"--no-fusion: the fusion block of {args.model} is not run; answering from the frames alone", file=sys.stderr)
     if (args.stats or args.viz) and not model.config.use_dual_memory:
         raise ValueError("--stats and --viz describe the dual memory, but this model has use_dual_memory=False")
-    result = ask_video(
-        model,
-        processor,
-        args.video,
-        args.question,
-        geometry=args.geometry,
-        num_frames=None if args.all_frames else args.num_frames,
-        max_new_tokens=args.max_new_tokens,
-        allow_fewer_frames=args.allow_fewer_frames,
-        progress=not args.no_progress,
-        record_memory=bool(args.stats or args.viz),
-    )
+    try:
+        result = ask_video(
+            model,
+            processor,
+            args.video,
+            args.question,
+            geometry=args.geometry,
+            num_frames=None if args.all_frames else args.num_frames,
+            max_new_tokens=args.max_new_tokens,
+            allow_fewer_frames=args.allow_fewer_frames,
+            progress=not args.no_progress,
+            record_memory=bool(args.stats or args.viz),
+        )
+    except FewerFramesError as error:
+        fix = (
+            f"pass --allow-fewer-frames to use the {error.available} decodable frames"
+            if error.truncated
+            else f"pass --num-frames {error.available} (or fewer), --all-frames or --allow-fewer-frames"
+        )
+        raise ValueError(f"{error.problem}; {fix}") from error
+    except GeometryError as error:
+        raise ValueError(f"{error} (--geometry of video {args.video})") from error
     print(result.text)
+    if not result.text:
+        warn("ask", f"the model generated an empty answer ({result.num_new_tokens} new tokens, none of them text)")
     if args.stats:
         print(format_memory_statistics(memory_statistics(result.memory_state)), file=sys.stderr)
     if args.viz:
@@ -114,26 +210,31 @@ def _ask_image(args: argparse.Namespace) -> int:
 
     from ..models import ShirgXImagePath
 
-    if not args.image.is_file():
-        raise FileNotFoundError(f"image {args.image} does not exist")
-    if args.no_selector and (args.viz or args.budget != "auto"):
+    from ..data.preprocess import load_image
+    from .inputs import transformers_output, warn
+
+    if args.no_selector and (args.viz or args.budget is not None):
         raise ValueError("--budget and --viz describe the SHIRG-X selection; drop --no-selector")
-    model, selector, image_config = _load_image_model(args.model, getattr(torch, args.dtype), args.no_selector)
+    image = load_image(args.image)  # before the model: a bad file fails in a second
+    with transformers_output(progress=not args.no_progress):
+        model, selector, image_config = _load_image_model(args.model, getattr(torch, args.dtype), args.no_selector)
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
     model.to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
     budget = None
     if selector is not None:
         selector.to(device=args.device, dtype=model.dtype).eval()
-        if args.budget != "auto":
+        if args.budget not in (None, "auto"):
             if not args.budget.isdigit() or int(args.budget) not in selector.config.budgets:
                 raise ValueError(f"--budget must be 'auto' or one of the selector's budgets {selector.config.budgets}")
             budget = int(args.budget)
     path = ShirgXImagePath(model, selector, image_config)
-    image = Image.open(args.image)
     result = path.answer(
-        image, args.question, tokenizer, decoding=args.decoding, budget=budget, max_new_tokens=args.max_new_tokens,
+        image, args.question, tokenizer, decoding=args.decoding or "autoregressive", budget=budget,
+        max_new_tokens=args.max_new_tokens,
     )
     print(result.text)
+    if not result.text:
+        warn("ask", "the model generated an empty answer")
     if args.stats:
         stages = ", ".join(f"{name} {1e3 * seconds:.0f} ms" for name, seconds in result.timings.items())
         print(f"image tokens: {result.num_image_tokens}; {stages}", file=sys.stderr)
@@ -164,17 +265,36 @@ def _load_image_model(directory: Path, dtype, no_selector: bool):
             raise ValueError(f"{directory} is a '{task}' training checkpoint; --image reads SHIRG-X ('shirgx') ones")
         trained = load_trained_model(directory, merge_lora=True, torch_dtype=dtype)
         if no_selector:
+            _say_selector("none (--no-selector: the base model's own image path)")
             return trained.model, None, None
+        _say_selector(f"the trained SHIRG-X selector of {directory} (spatialvlm train --task shirgx)")
         return trained.model, trained.selector, trained.training_config.image_config()
-    model = load_shirgx_base(directory, dtype=dtype)
+    from .inputs import transformers_output
+
+    is_vlm2 = json.loads((directory / "config.json").read_text()).get("model_type") == "vlm2"
+    # A VLM² checkpoint holds video modules the image path has no use for: transformers would list
+    # each of them as an UNEXPECTED key (~50 lines); one line below says what runs instead.
+    with transformers_output(reports=not is_vlm2):
+        model = load_shirgx_base(directory, dtype=dtype)
+    ignored = "; its VLM² video modules (fusion, memory) are not used" if is_vlm2 else ""
     if no_selector:
+        _say_selector(f"none (--no-selector: the base model's own image path){ignored}")
         return model, None, None
     vision_dim = model.config.vision_config.hidden_size
     if (directory / SELECTOR_WEIGHTS_NAME).is_file():
         from ..models import ShirgXImageConfig
 
         selector = load_selector(directory, vision_dim)
+        _say_selector(f"{directory / SELECTOR_WEIGHTS_NAME}{ignored}")
         # The view's side follows the saved selector's grid (672 px for the default 48×48).
         side = selector.config.grid[0] * model.config.vision_config.patch_size
         return model, selector, ShirgXImageConfig(image_size=side)
+    _say_selector(
+        f"untrained SHIRG-X (no {SELECTOR_WEIGHTS_NAME} in {directory}): training-free scoring, "
+        f"zero coordinate embedding, untrained budget head{ignored}"
+    )
     return model, ShirgXSelector(ShirgXConfig(vision_dim=vision_dim)), None
+
+
+def _say_selector(what: str) -> None:
+    print(f"selector: {what}", file=sys.stderr)

@@ -4,14 +4,17 @@
     spatialvlm bench memory selection --quick
 
 Each script prints absolute times and the ratios its targets are stated in, measured side by side
-in one run; ``make bench`` runs them all. Figures and the commands that made them: docs/results.md.
+in one run, section by section as it goes; ``make bench`` runs them all. Threads: ``OMP_NUM_THREADS``
+(default 2, as the recorded figures). Figures and the commands that made them: docs/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -48,10 +51,16 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.names) - set(scripts))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; available: {sorted(scripts)}")
-    for name in args.names or list(scripts):
-        print(f"== {name}", flush=True)
+    names = args.names or list(scripts)
+    # Unbuffered children: each section header shows as it starts, even through a pipe (make, tee).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    threads = env.get("OMP_NUM_THREADS") or "2 (default; set OMP_NUM_THREADS to change)"
+    for number, name in enumerate(names, 1):
+        print(f"== {name} ({number}/{len(names)}, threads: {threads})", flush=True)
+        start = time.perf_counter()
         command = [sys.executable, str(scripts[name])] + (["--quick"] if args.quick else [])
-        code = subprocess.call(command)
+        code = subprocess.call(command, env=env)
+        print(f"== {name} done in {time.perf_counter() - start:.0f} s", flush=True)
         if code:
             return code
     return 0

@@ -4,7 +4,8 @@ The main job renders a synthetic room the checkpoint never saw (``spatialvlm syn
 split "demo"), asks the tiny checkpoint in ``checkpoints/vlm2-tiny-synthetic`` one question of each
 VSI-Bench task through ``ask_video`` — what ``spatialvlm ask`` runs — with the official prompt, and
 prints each answer beside the exact one and its official score. It saves the dual memory's picture
-(occupancy, episodic replacements, gate per frame; as ``spatialvlm ask --viz``) and the answers.
+(occupancy, episodic replacements, gate per frame; as ``spatialvlm ask --viz``), its trace
+(``memory_trace.json``, which ``spatialvlm viz memory --trace`` redraws) and the answers.
 
 ``--memory-only`` instead streams a deterministic synthetic token stream through an untrained
 ``DualMemory`` on its own and plots what the memory does (the earlier demo).
@@ -145,7 +146,8 @@ def _ask_scene(args: argparse.Namespace, out: Path) -> int:
     if memory is not None:
         print("\nmemory after the last frame:\n" + format_memory_statistics(memory_statistics(memory.memory_state)))
         plot_memory_trace(memory.memory_trace, out / "memory.png", title="VLM² dual memory over the demo scene")
-        print(f"memory picture: {out / 'memory.png'}")
+        memory.memory_trace.save(out / "memory_trace.json")  # `spatialvlm viz memory --trace` redraws it
+        print(f"memory picture: {out / 'memory.png'} (trace: {out / 'memory_trace.json'})")
     command = [
         "spatialvlm", "ask", "--video", str(items[0].video_path), "--model", str(model_dir),
         "--num-frames", str(num_frames), "--viz", str(out / "memory.png"), "--stats",

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render procedural indoor scenes (or, with --images, high-detail images) with exact questions",
         description=(
             "Render procedural box rooms (RGB mp4, per-frame depth/points/pose/intrinsics) and write "
-            "questions of all 8 VSI-Bench types and the VSTI-Bench camera tasks to OUT/<split>.jsonl. "
+            "questions of all 8 VSI-Bench types and the VSTI-Bench camera tasks to OUT/<split>.jsonl "
+            "(and the VSI-Bench ones as LLaVA-format training conversations to OUT/<split>_llava.json). "
             "With --images: draw 672 px images whose answers hang on small details (mark grids, code "
             "tables, bar charts, shape layouts) to OUT/images/ and their questions to OUT/<split>.jsonl."
         ),
@@ -30,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed; default 0")
     parser.add_argument("--size", type=int, help="frame / image side in pixels; default 96 (scenes), 672 (images)")
     parser.add_argument("--split", default="test", help="split name, also the jsonl stem; default test")
-    parser.add_argument("--questions-per-type", type=int, default=2, help="per scene and type; default 2")
+    parser.add_argument(
+        "--questions-per-type", type=int, default=1,
+        help="per scene and type; default 1 (room size has one per scene: equal weight for every type)",
+    )
     parser.add_argument("--no-points", action="store_true", help="store depth+pose+intrinsics only (no point maps)")
     parser.set_defaults(run=run)
 
@@ -43,6 +47,7 @@ def _run_images(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise ValueError(f"need --count >= 1; got {args.count}")
+    _check_size(args.size, even=False)
     config = ImageSuiteConfig(
         num_images=args.count,
         image_size=args.size or 672,
@@ -59,6 +64,20 @@ def _run_images(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_SIZE = 16
+"""Smallest --size: below it the rendered objects are a pixel or two."""
+
+
+def _check_size(size: int | None, even: bool) -> None:
+    # 0 would otherwise mean "the default" (``args.size or 96``) without a word.
+    if size is None:
+        return
+    if size < MIN_SIZE:
+        raise ValueError(f"--size must be at least {MIN_SIZE} pixels, got {size}")
+    if even and size % 2:
+        raise ValueError(f"--size must be even for the H.264 videos (yuv420p), got {size}")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from collections import Counter
@@ -69,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_images(args)
     if args.scenes < 1 or args.frames < 2:
         raise ValueError(f"need --scenes ≥ 1 and --frames ≥ 2; got {args.scenes} and {args.frames}")
+    _check_size(args.size, even=True)
     config = SynthConfig(
         num_scenes=args.scenes,
         num_frames=args.frames,
@@ -83,4 +103,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {sum(counts.values())} questions about {args.scenes} scenes to {path}")
     for name, count in sorted(counts.items()):
         print(f"  {name:32s} {count}")
+    conversations = _write_conversations(path, args.split)
+    print(f"and the VSI-Bench ones as LLaVA-format training conversations to {conversations} "
+          "(spatialvlm train --data_path)")
     return 0
+
+
+def _write_conversations(split_file, split: str):
+    """``<split>_llava.json`` beside the split: each VSI-Bench question as a training conversation
+    (human: the official evaluation prompt, gpt: the exact answer), videos and geometry relative."""
+    import json
+
+    from spatialvlm.data.readers import read_benchmark
+    from spatialvlm.eval.metrics import question_types
+    from spatialvlm.experiments.vlm2_ablation import llava_records
+
+    items = read_benchmark(split_file.parent, split, question_types("vsibench"))
+    path = split_file.parent / f"{split}_llava.json"
+    path.write_text(json.dumps(llava_records(items), indent=1) + "\n")
+    return path

@@ -19,6 +19,10 @@ EXAMPLE = """example:
   spatialvlm train --task shirgx --model_name_or_path llava-onevision-7b --data_path images.jsonl \
       --output_dir checkpoints/shirgx --bf16 True
 
+  ... --resume_from_checkpoint True  continue the latest checkpoint-N of --output_dir
+  ... --overwrite_output_dir True    start afresh over an earlier run in --output_dir (else refused)
+  spatialvlm ask --model checkpoints/vlm2 ...   the output (or a checkpoint-N in it) loads as a model
+
   spatialvlm train -h                lists every flag (model, data and transformers TrainingArguments)
   spatialvlm train --task shirgx -h  the same with the SHIRG-X flags
 """
@@ -55,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
     run_result = run_training(model_args, data_args, training_args)
     if training_args.should_log:
         print(run_result.summary)
-        print(f"saved the trained parts to {training_args.output_dir}")
+        print(f"saved the trained parts to {training_args.output_dir} (spatialvlm ask / eval --model reads it)")
     return 0

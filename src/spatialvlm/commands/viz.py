@@ -32,8 +32,9 @@ def _register_memory(subcommands: argparse._SubParsersAction) -> None:
         "memory",
         help="dual memory occupancy, replacements, gate and entropy over time",
         description=(
-            "Draw a saved memory trace (MemoryTrace.save, e.g. demo_out/memory_trace.json) or, with "
-            "--synthetic, run the synthetic scene stream through a fresh dual memory and draw that."
+            "Draw a saved memory trace (MemoryTrace.save; spatialvlm demo writes demo_out/memory_trace.json) "
+            "or, with --synthetic, run the synthetic scene stream through a fresh dual memory and draw that "
+            "(replacement colours = the scene of the new frame, named in the legend)."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -76,15 +77,25 @@ def _register_selection(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", help="image file")
     parser.add_argument("--out", default="selection.png", help="picture to write; default selection.png")
-    parser.add_argument("--budget", type=int, help="high-detail tokens K kept besides the 144 scaffold tokens")
+    parser.add_argument(
+        "--budget", type=int, metavar="512|768|1024",
+        help="high-detail tokens K kept besides the 144 scaffold tokens, one of the selector's budgets "
+        "(default: the adaptive head's pick)",
+    )
     parser.add_argument("--siglip", help="local SigLIP vision checkpoint directory (never downloaded)")
     parser.add_argument("--layer", type=int, default=-2, help="--siglip: hidden-state index; default -2")
     parser.set_defaults(run=_run_selection)
 
 
 def _run_selection(args: argparse.Namespace) -> int:
+    from spatialvlm.data.preprocess import load_image
     from spatialvlm.diagnostics.selection_plot import render_selection
+    from spatialvlm.selection import ShirgXConfig
 
+    budgets = ShirgXConfig().budgets  # the selector render_selection builds
+    if args.budget is not None and args.budget not in budgets:
+        raise ValueError(f"--budget must be one of the selector's budgets {budgets}, got {args.budget}")
+    load_image(args.image, size=672)  # one-line errors and warnings for the file, as `ask --image`
     output = render_selection(args.image, args.out, budget=args.budget, siglip_path=args.siglip, layer=args.layer)
     kept = int((~output.is_scaffold[0]).sum())
     print(f"wrote {args.out} (K = {output.budget}: {kept} kept tokens + {int(output.is_scaffold[0].sum())} scaffold)")

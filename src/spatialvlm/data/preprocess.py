@@ -3,18 +3,35 @@
 The output equals transformers' ``SiglipImageProcessorPil`` (the PIL/numpy backend; called the
 "slow" processor before transformers 5): convert to RGB (transparency composited onto white), resize to ``(size, size)`` with Pillow's
 filter, rescale by 1/255, normalise with ``(x - mean) / std``. Aspect ratio is not preserved, as in
-SigLIP (no crop, no padding).
+SigLIP (no crop, no padding). Two departures, for images transformers gets wrong: the EXIF
+orientation is applied first (phone photos), and 16-bit greyscale is scaled to 8 bits (Pillow clips
+it to white).
+
+``load_image(path)`` opens a user's image file for these: one-line errors for files that are not
+images or are truncated, and warnings for extreme aspect ratios and tiny images.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-__all__ = ["siglip_preprocess", "RESAMPLE_FILTERS"]
+__all__ = ["siglip_preprocess", "load_image", "RESAMPLE_FILTERS", "MAX_ASPECT_RATIO", "MIN_IMAGE_SIDE"]
+
+# Pillow modes holding more than 8 bits per value (16-bit PNG / TIFF greyscale).
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+MAX_ASPECT_RATIO = 4.0
+"""``load_image`` warns above this long-side / short-side ratio: a square resize squashes the image."""
+
+MIN_IMAGE_SIDE = 32
+"""``load_image`` warns when the short side has fewer pixels: the resize invents the detail."""
 
 RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -48,6 +65,15 @@ def _as_pil_list(images: Image.Image | Sequence[Image.Image] | np.ndarray) -> li
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    # A phone photo is stored sideways with an EXIF orientation tag; without this it is processed
+    # sideways (transformers' processor ignores the tag; viewers do not).
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_INTEGER_MODES:
+        # Pillow's convert("RGB") clips 16-bit values to 255 (a white image): scale to 8 bits instead.
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "I" and values.max() <= 255:
+            values = values * 257.0  # an "I" image already in 8-bit range
+        image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), mode="L")
     # Transparency is composited onto white, as transformers does, rather than dropped.
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = image.convert("RGBA")
@@ -90,3 +116,52 @@ def siglip_preprocess(
     pixels = (resized.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)
     pixels = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+
+
+def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
+    """Open an image file fully (decoded now, not lazily), orientation applied, for preprocessing.
+
+    Args:
+        path: image file (PNG, JPEG, ...).
+        size: the side it will be resized to, named in the warnings (e.g. 672).
+
+    Returns:
+        The decoded PIL image, EXIF orientation applied (16-bit values stay as they are:
+        ``siglip_preprocess`` scales them).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a folder, not an image (e.g. a text file renamed .png), or truncated / corrupt.
+
+    Warns when the aspect ratio exceeds :data:`MAX_ASPECT_RATIO` or the short side is below
+    :data:`MIN_IMAGE_SIDE` pixels.
+    """
+    from PIL import UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"image {path} is a folder, not an image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now: a truncated file fails here, not in the middle of a model
+            image = ImageOps.exif_transpose(opened)
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image {path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error} (truncated or corrupt file?)") from error
+    width, height = image.size
+    target = f" to {size}×{size} px" if size else ""
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        warnings.warn(
+            f"image {path} is {width}×{height} px (aspect ratio {max(width, height) / min(width, height):.0f}:1): "
+            f"the square resize{target} squashes it; crop it into tiles for detail",
+            stacklevel=2,
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        warnings.warn(
+            f"image {path} is only {width}×{height} px: the resize{target} invents the detail the model sees",
+            stacklevel=2,
+        )
+    return image

@@ -7,24 +7,32 @@
   scene generator.
 
 Errors are ``FileNotFoundError`` (no such file) or ``ValueError`` naming the file and the problem
-(not a video, corrupt, no video stream, fewer frames than requested), never a PyAV traceback.
+(not a video, corrupt, no video stream, fewer frames than requested), never a PyAV traceback. A file
+that stops decoding part-way (truncated) is an error, "decoded 69 of 150 frames", unless the caller
+allows fewer frames.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from spatialvlm.data.frame_sampling import FrameSampling
 
 __all__ = [
     "VideoClip",
     "read_video",
     "iter_video_frames",
     "count_video_frames",
+    "FewerFramesError",
     "uniform_frame_indices",
     "write_video",
 ]
@@ -65,6 +73,8 @@ def _open(path: str | os.PathLike):
     import av
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"video {path} is a folder, not a video file")
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")
     try:
@@ -77,37 +87,99 @@ def _open(path: str | os.PathLike):
     return container
 
 
+class FewerFramesError(ValueError):
+    """A video gives fewer frames than asked for: it is too short, or decoding failed part-way.
+
+    Attributes:
+        problem: the message without the fix (callers with other flag names add their own).
+        available: frames that decode.
+        truncated: True when decoding failed part-way (a truncated or corrupt file).
+    """
+
+    def __init__(self, problem: str, available: int, *, truncated: bool) -> None:
+        self.problem, self.available, self.truncated = problem, available, truncated
+        fix = (
+            f"pass allow_fewer=True to use the {available} decodable frames"
+            if truncated
+            else "ask for fewer frames or pass allow_fewer=True"
+        )
+        super().__init__(f"{problem}; {fix}")
+
+
+class _DecodingStopped(Exception):
+    """Decoding failed after ``decoded`` frames of the ``declared`` the container lists (0: unknown)."""
+
+    def __init__(self, decoded: int, declared: int, error: Exception) -> None:
+        super().__init__(decoded, declared, error)
+        self.decoded, self.declared, self.error = decoded, declared, error
+
+
 def _decode(path: str | os.PathLike) -> Iterator:
-    """Yield PyAV frames of the first video stream, turning decoder failures into ValueError."""
+    """Yield PyAV frames of the first video stream.
+
+    Raises ``ValueError`` when not even one frame decodes and ``_DecodingStopped`` when decoding
+    fails part-way (a truncated or corrupt file).
+    """
     import av
 
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Frame threading ("AUTO", "FRAME") drops decoder errors: a truncated file then just ends
+        # early, without a word. Slice threading reports them (and decodes as fast here).
+        stream.thread_type = "SLICE"
+        decoded = 0
         try:
-            yield from container.decode(stream)
+            for frame in container.decode(stream):
+                decoded += 1
+                yield frame
         except av.error.FFmpegError as error:
-            raise ValueError(f"cannot read video {path}: decoding failed ({error})") from error
+            if decoded == 0:
+                raise ValueError(f"cannot read video {path}: decoding failed ({error})") from error
+            raise _DecodingStopped(decoded, stream.frames or 0, error) from error
     finally:
         container.close()
 
 
-def count_video_frames(path: str | os.PathLike) -> int:
-    """Number of decodable frames (decodes the video once: container headers are often wrong)."""
-    return sum(1 for _ in _decode(path))
+def _truncated(path: str | os.PathLike, stop: _DecodingStopped, allow_fewer: bool) -> int:
+    """What a part-way decoding failure means: a warning and the decodable count, or an error."""
+    of = f" of {stop.declared}" if stop.declared > stop.decoded else ""
+    problem = f"video {path}: decoded {stop.decoded}{of} frames, then decoding failed (truncated or corrupt file)"
+    if not allow_fewer:
+        raise FewerFramesError(problem, stop.decoded, truncated=True) from stop.error
+    warnings.warn(f"{problem}; using the {stop.decoded} decodable frames", stacklevel=3)
+    return stop.decoded
+
+
+def count_video_frames(path: str | os.PathLike, allow_fewer: bool = False) -> int:
+    """Number of decodable frames (decodes the video once: container headers are often wrong).
+
+    A file that stops decoding part-way raises :class:`FewerFramesError` ("decoded 69 of 150
+    frames"), or with ``allow_fewer`` warns and counts the frames that decode.
+    """
+    decoded = 0
+    try:
+        for _ in _decode(path):
+            decoded += 1
+    except _DecodingStopped as stop:
+        return _truncated(path, stop, allow_fewer)
+    return decoded
 
 
 def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     """Every frame in order as (H, W, 3) uint8 RGB, decoded lazily (for streaming)."""
-    for frame in _decode(path):
-        yield frame.to_ndarray(format="rgb24")
+    try:
+        for frame in _decode(path):
+            yield frame.to_ndarray(format="rgb24")
+    except _DecodingStopped as stop:
+        _truncated(path, stop, allow_fewer=False)
 
 
 def read_video(
     path: str | os.PathLike,
     num_frames: int | None = 32,
     allow_fewer: bool = False,
+    sampling: FrameSampling | str | None = None,
 ) -> VideoClip:
     """Decode a video, sampling ``num_frames`` frames uniformly (or every frame when None).
 
@@ -115,26 +187,35 @@ def read_video(
         path: video file (mp4, avi, mkv, webm, ...).
         num_frames: frames to sample; None reads every frame.
         allow_fewer: when the video has fewer than ``num_frames`` frames, return all of them instead
-            of raising.
+            of raising; a file that stops decoding part-way (truncated) gives its decodable frames,
+            with a warning, instead of raising.
+        sampling: a :class:`spatialvlm.data.frame_sampling.FrameSampling` policy (or its text,
+            ``"32"``, ``"all"``, ``"1fps:64"``) used instead of ``num_frames``.
 
     Returns:
         ``VideoClip``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a video, corrupt, no frames, or fewer frames than ``num_frames``.
+        ValueError: not a video, corrupt, no frames; :class:`FewerFramesError` (a ValueError) for
+            fewer frames than ``num_frames`` or a truncated file, unless ``allow_fewer``.
     """
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}")
-    total = count_video_frames(path)
+    total = count_video_frames(path, allow_fewer=allow_fewer)
     if total == 0:
         raise ValueError(f"cannot read video {path}: it has no decodable frames")
-    if num_frames is None or (allow_fewer and total < num_frames):
+    if sampling is not None:
+        from spatialvlm.data.frame_sampling import sample_frame_indices
+
+        wanted = sample_frame_indices(total, sampling, _average_fps(path), allow_fewer=allow_fewer)
+    elif num_frames is None or (allow_fewer and total < num_frames):
         wanted = np.arange(total, dtype=np.int64)
     elif total < num_frames:
-        raise ValueError(
-            f"video {path} has {total} frames, fewer than the {num_frames} requested; "
-            "ask for fewer frames or pass allow_fewer=True"
+        raise FewerFramesError(
+            f"video {path} has {total} frame{'s' if total != 1 else ''}, fewer than the {num_frames} requested",
+            total,
+            truncated=False,
         )
     else:
         wanted = uniform_frame_indices(total, num_frames)

@@ -15,13 +15,30 @@ def plot_memory_trace(trace: MemoryTrace, path: str | Path, title: str | None = 
     """Draw ``trace`` into a PNG at ``path`` (parents created) and return the path.
 
     Panels (x = step): fill level of each memory per video; each episodic replacement as a point
-    (slot index; colour = the frame's label when the trace has labels, marker = video); mean gate
-    γ per video (γ > 0.5 leans on the working memory); attention entropy per memory when recorded.
+    (slot index; colour = the frame's label when the trace has labels, marker = video; the legend
+    names both); mean gate γ per video (γ > 0.5 leans on the working memory); attention entropy
+    per memory when recorded.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig = memory_trace_figure(trace, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def memory_trace_figure(trace: MemoryTrace, title: str | None = None):
+    """The matplotlib Figure :func:`plot_memory_trace` saves (the caller closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     steps = np.arange(trace.num_steps)
     has_entropy = bool(np.isfinite(trace.working_entropy).any())
@@ -53,8 +70,15 @@ def plot_memory_trace(trace: MemoryTrace, path: str | Path, title: str | None = 
     replacements.set_ylim(-1, trace.episodic_size)
     replacements.set_ylabel("episodic slot\nreplaced")
     if trace.labels is not None:
-        replacements.set_title("colour = scene of the new frame", fontsize=8, loc="right")
-    replacements.legend(fontsize=7, ncol=min(trace.num_videos, 4))
+        replacements.set_title("colour = scene of the new frame, marker = video", fontsize=8, loc="right")
+        # Colours mean scenes here, so the legend has grey markers per video and a swatch per scene.
+        videos = [Line2D([], [], color="grey", marker=_MARKERS[b % len(_MARKERS)], linestyle="", label=f"video {b}")
+                  for b in range(trace.num_videos)]
+        shown = sorted({int(label) % 10 for label in np.unique(trace.labels[trace.replaced_slot >= 0])})
+        scenes = [Line2D([], [], color=colors(k), marker="o", linestyle="", label=f"scene {k}") for k in shown]
+        replacements.legend(handles=videos + scenes, fontsize=7, ncol=min(len(videos) + len(scenes), 8))
+    else:
+        replacements.legend(fontsize=7, ncol=min(trace.num_videos, 4))
 
     gate = axes[2]
     for b in range(trace.num_videos):
@@ -72,8 +96,4 @@ def plot_memory_trace(trace: MemoryTrace, path: str | Path, title: str | None = 
         entropy.legend(fontsize=7, ncol=min(trace.num_videos, 4))
     axes[-1].set_xlabel("frame")
     fig.suptitle(title or "dual memory over time")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

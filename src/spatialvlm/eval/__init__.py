@@ -5,7 +5,7 @@ DocVQA ANLS), and a model-agnostic runner with resume over a registry of benchma
 ``eval`` never imports a model class: a model enters as a predictor callable.
 """
 
-from spatialvlm.eval.baselines import AnswerKey, ChanceBaseline, MostFrequentBaseline, gold_answer
+from spatialvlm.eval.baselines import AnswerKey, CategoryPriorBaseline, ChanceBaseline, MostFrequentBaseline, gold_answer
 from spatialvlm.eval.image_baselines import ImageAnswerKey, ImageChanceBaseline, ImageMostFrequentBaseline
 from spatialvlm.eval.image_metrics import (
     IMAGE_METRICS,
@@ -75,6 +75,7 @@ __all__ = [
     "relaxed_correctness",
     "score_image_benchmark",
     "score_image_prediction",
+    "CategoryPriorBaseline",
     "ChanceBaseline",
     "EvalResult",
     "MostFrequentBaseline",

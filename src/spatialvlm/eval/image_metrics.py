@@ -203,4 +203,8 @@ def score_image_benchmark(
         overall_score = sum(tasks.values()) / len(tasks)
     else:
         overall_score = 100.0 * sum(sum(values) for values in per_task.values()) / len(records)
-    return BenchmarkScores(benchmark, mode, tasks, overall_score, counts, {}, categories)
+    micro = 100.0 * sum(sum(values) for values in per_task.values()) / len(records)
+    macro = sum(tasks.values()) / len(tasks)
+    return BenchmarkScores(
+        benchmark, mode, tasks, overall_score, counts, {}, categories, micro, macro, dict(counts)
+    )

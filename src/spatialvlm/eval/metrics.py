@@ -1,4 +1,4 @@
-"""Scoring for VSI-Bench and VSTI-Bench, reproducing the official lmms-eval task code.
+"""Scoring for VSI-Bench (full and debiased), VSTI-Bench and ReVSI, reproducing the official task code.
 
 Official rules (``thinking-in-space`` / lmms-eval ``tasks/vsibench/utils.py``; VLM-3R
 ``tasks/vstibench/utils.py``), reproduced here exactly:
@@ -11,6 +11,18 @@ Official rules (``thinking-in-space`` / lmms-eval ``tasks/vsibench/utils.py``; V
 - VSI-Bench aggregation: mean per question type; ``object_rel_direction_{easy,medium,hard}`` are
   averaged into one ``object_rel_direction`` task; ``overall`` is the mean of the task scores.
 - VSTI-Bench aggregation: mean per question type; ``overall`` is the mean of all sub-type scores.
+- VSI-Bench-Debiased (lmms-eval ``vsibench_debiased``): the VSI-Bench rows not pruned by Iterative
+  Bias Pruning, scored by the same ``utils.py`` as ``vsibench``.
+- ReVSI (lmms-eval ``tasks/revsi/utils.py``): the answer is stripped *before* taking the first
+  word (``str(pred).strip().split(" ")[0].rstrip(".").strip()``); multiple choice by
+  case-insensitive equality, numbers by the same MRA (any failure, a zero target included, scores
+  0); mean per question type, then the sub-types of ``object_rel_direction`` (forward/backward ×
+  easy/hard), ``object_rel_distance`` (closest/farthest), ``object_counting`` and
+  ``room_size_estimation`` (single/multiple) are averaged into one task each; ``overall`` = mean
+  of the task scores.
+
+Every result carries the official (macro) overall — the mean of the task scores — and the micro
+average — the mean over all questions — since papers report both under one name.
 
 The lenient mode (:mod:`spatialvlm.eval.parsing`) is a separate, named score reported beside the
 official one, never instead of it. Scores are returned as percentages.
@@ -34,9 +46,14 @@ __all__ = [
     "VSTI_MC_TYPES",
     "VSTI_NUMERICAL_TYPES",
     "VSTI_CATEGORIES",
+    "REVSI_MC_TYPES",
+    "REVSI_NUMERICAL_TYPES",
+    "REVSI_TASKS",
+    "REVSI_COMPOSITES",
     "BenchmarkScores",
     "ScoringMode",
     "official_answer_token",
+    "revsi_answer_token",
     "official_float",
     "exact_match",
     "mean_relative_accuracy",
@@ -100,9 +117,46 @@ VSTI_CATEGORIES: dict[str, tuple[str, ...]] = {
     "cam_obj_rel_dist": VSTI_MC_TYPES[3:6],
 }
 
+REVSI_MC_TYPES: tuple[str, ...] = (
+    "object_rel_direction_forward_easy",
+    "object_rel_direction_backward_easy",
+    "object_rel_direction_forward_hard",
+    "object_rel_direction_backward_hard",
+    "object_rel_distance_closest",
+    "object_rel_distance_farthest",
+    "route_planning",
+)
+REVSI_NUMERICAL_TYPES: tuple[str, ...] = (
+    "object_counting_single",
+    "object_counting_multiple",
+    "object_abs_distance",
+    "object_size_estimation",
+    "room_size_estimation_single",
+    "room_size_estimation_multiple",
+)
+# lmms-eval revsi COMPOSITE_METRICS: a task is the mean of its sub-types' scores.
+REVSI_COMPOSITES: dict[str, tuple[str, ...]] = {
+    "object_rel_direction": REVSI_MC_TYPES[:4],
+    "object_rel_distance": REVSI_MC_TYPES[4:6],
+    "object_counting": REVSI_NUMERICAL_TYPES[:2],
+    "room_size_estimation": REVSI_NUMERICAL_TYPES[4:6],
+}
+# The seven ReVSI tasks in lmms-eval's metric order (REVSI_METRICS without overall).
+REVSI_TASKS: tuple[str, ...] = (
+    "object_abs_distance",
+    "object_counting",
+    "object_rel_direction",
+    "object_rel_distance",
+    "object_size_estimation",
+    "room_size_estimation",
+    "route_planning",
+)
+
 BENCHMARKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vsibench": (VSI_MC_TYPES, VSI_NUMERICAL_TYPES),
+    "vsibench_debiased": (VSI_MC_TYPES, VSI_NUMERICAL_TYPES),
     "vstibench": (VSTI_MC_TYPES, VSTI_NUMERICAL_TYPES),
+    "revsi": (REVSI_MC_TYPES, REVSI_NUMERICAL_TYPES),
 }
 
 # The official code evaluates `np.linspace(start, end, int((end - start) / interval + 2))`;
@@ -141,6 +195,12 @@ def official_answer_token(prediction: str) -> str:
     Only the space character splits (a newline does not), exactly as the official code.
     """
     return prediction.split(" ")[0].rstrip(".").strip()
+
+
+def revsi_answer_token(prediction: str) -> str:
+    """ReVSI's parse: ``str(pred).strip().split(" ")[0].rstrip(".").strip()`` (stripped first, so a
+    leading space or newline does not empty the token, unlike VSI-Bench's)."""
+    return str(prediction).strip().split(" ")[0].rstrip(".").strip()
 
 
 def official_float(text: Any) -> float | None:
@@ -195,13 +255,18 @@ def score_prediction(
         target = official_float(gold)
         if target is None:
             raise ValueError(f"numerical ground_truth {gold!r} is not a number")
+        if benchmark == "revsi" and mode == "official":
+            # ReVSI catches every failure (a zero target too) as 0.
+            value = official_float(revsi_answer_token(prediction))
+            return 0.0 if value is None or target == 0 else mean_relative_accuracy(value, target)
         if mode == "official":
             return mean_relative_accuracy(official_float(official_answer_token(prediction)), target)
         return mean_relative_accuracy(
             lenient_number(prediction, question=record.get("question")), target
         )
     if mode == "official":
-        return exact_match(official_answer_token(prediction), gold)
+        token = revsi_answer_token(prediction) if benchmark == "revsi" else official_answer_token(prediction)
+        return exact_match(token, gold)
     letter = lenient_choice(prediction, record.get("options") or [])
     return 0.0 if letter is None else exact_match(letter, gold)
 
@@ -211,14 +276,18 @@ class BenchmarkScores:
     """Scores of one benchmark in one mode, in percent.
 
     Attributes:
-        benchmark: "vsibench" or "vstibench".
+        benchmark: "vsibench", "vsibench_debiased", "vstibench", "revsi" or an image benchmark.
         mode: "official" or "lenient".
-        tasks: task name → score. VSI-Bench: the 8 tasks (rel_direction combined); VSTI-Bench: every
-            sub-type present.
-        overall: the official overall (mean of ``tasks``).
+        tasks: task name → score. VSI-Bench: the 8 tasks (rel_direction combined); ReVSI: the 7
+            tasks (composites combined); VSTI-Bench: every sub-type present.
+        overall: the official overall (for the video benchmarks the macro average: mean of ``tasks``).
         counts: question type → number of records scored.
-        subtasks: parts of a combined task (VSI-Bench rel_direction easy/medium/hard).
+        subtasks: parts of a combined task (VSI-Bench rel_direction easy/medium/hard; ReVSI's
+            sub-types).
         categories: VSTI-Bench only, the VLM-3R paper's five categories and their ``average``.
+        micro: the mean over all questions (every question weighs the same).
+        macro: the mean of the task scores (every task weighs the same).
+        task_counts: task name → number of questions (a combined task counts all its sub-types).
     """
 
     benchmark: str
@@ -228,6 +297,9 @@ class BenchmarkScores:
     counts: dict[str, int]
     subtasks: dict[str, float] = field(default_factory=dict)
     categories: dict[str, float] = field(default_factory=dict)
+    micro: float = 0.0
+    macro: float = 0.0
+    task_counts: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,6 +330,16 @@ def score_benchmark(
         per_type.setdefault(record["question_type"], []).append(float(value))
     type_scores = {name: 100.0 * _mean(values) for name, values in per_type.items()}
     counts = {name: len(values) for name, values in per_type.items()}
+    micro = 100.0 * _mean(value for values in per_type.values() for value in values)
+
+    def result(tasks, subtasks, composites, categories=None) -> BenchmarkScores:
+        task_counts = {
+            name: sum(counts.get(part, 0) for part in composites.get(name, (name,))) for name in tasks
+        }
+        macro = _mean(tasks.values())
+        return BenchmarkScores(
+            benchmark, mode, tasks, macro, counts, subtasks, categories or {}, micro, macro, task_counts
+        )
 
     if benchmark == "vstibench":
         tasks = {name: type_scores[name] for name in question_types(benchmark) if name in type_scores}
@@ -268,7 +350,19 @@ def score_benchmark(
         }
         if categories:
             categories["average"] = _mean(categories.values())
-        return BenchmarkScores(benchmark, mode, tasks, _mean(tasks.values()), counts, {}, categories)
+        return result(tasks, {}, {}, categories)
+
+    if benchmark == "revsi":
+        # lmms-eval _collapse_question_types: a composite is the mean of the sub-types present.
+        subtasks = {
+            part: type_scores[part] for parts in REVSI_COMPOSITES.values() for part in parts if part in type_scores
+        }
+        tasks = {}
+        for name in REVSI_TASKS:
+            parts = [part for part in REVSI_COMPOSITES.get(name, (name,)) if part in type_scores]
+            if parts:
+                tasks[name] = _mean(type_scores[part] for part in parts)
+        return result(tasks, subtasks, REVSI_COMPOSITES)
 
     subtasks = {name: type_scores[name] for name in _REL_DIRECTION_SUBTYPES if name in type_scores}
     tasks = {}
@@ -281,7 +375,7 @@ def score_benchmark(
                 tasks[name] = _mean(subtasks.values())
         elif name in type_scores:
             tasks[name] = type_scores[name]
-    return BenchmarkScores(benchmark, mode, tasks, _mean(tasks.values()), counts, subtasks)
+    return result(tasks, subtasks, {"object_rel_direction": _REL_DIRECTION_SUBTYPES})
 
 
 def score_vsibench(

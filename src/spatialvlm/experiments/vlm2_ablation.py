@@ -40,7 +40,11 @@ __all__ = [
     "AblationConfig",
     "Variant",
     "VariantResult",
+    "RowSummary",
     "AblationResult",
+    "QUICK",
+    "QUICK_VARIANTS",
+    "summarise",
     "VARIANTS",
     "BASELINES",
     "FULL_VLM2_PREFIX",
@@ -50,8 +54,11 @@ __all__ = [
     "main",
 ]
 
-# Every trainable part: the tiny model is trained from scratch, nothing in it is pretrained.
+# Without a pretrained base every part trains (from scratch); from the synthetic-pretrained base
+# (``vlm2_base``) the rows fine-tune what VLM-3R / VLM² fine-tune: fusion, memory, projector and
+# the (tiny) language model in full, the vision tower frozen.
 ALL_PARTS = ("mm_vision_tower", "mm_mlp_adapter", "mm_language_model", "fusion", "dual_memory")
+FINETUNE_PARTS = ("mm_mlp_adapter", "mm_language_model", "fusion", "dual_memory")
 
 
 @dataclass(frozen=True)
@@ -88,26 +95,42 @@ _FUSION = {"use_spatial_fusion": True, "use_coordinate_injection": True, "use_vi
 FULL_VLM2_PREFIX = "vlm2"
 
 
-def _full(working: int, episodic: int) -> dict[str, Any]:
-    return {**_FUSION, "use_dual_memory": True, "memory_L_w": working, "memory_L_e": episodic}
+# Metric coordinates (issue 14's ``coordinate_normalization="metric"``: first-camera frame, metres)
+# keep the scale the numerical questions ask for; every row from viewpoint alignment on uses them.
+_METRIC = {"coordinate_normalization": "metric"}
 
 
-BASELINES: tuple[str, ...] = ("chance", "most-frequent")
+def _full(working: int, episodic: int, **extra: Any) -> dict[str, Any]:
+    return {**_FUSION, **_METRIC, "use_dual_memory": True, "memory_L_w": working, "memory_L_e": episodic, **extra}
+
+
+BASELINES: tuple[str, ...] = ("chance", "most-frequent", "category-prior")
 VARIANTS: tuple[Variant, ...] = (
     Variant("blind", "question only: one blank frame instead of the video", dict(_NO_FUSION), blind=True),
     Variant("vision", "SigLIP → projector → LM (no fusion, no memory)", dict(_NO_FUSION)),
     Variant(
         "+coords",
-        "+ fusion block with coordinate injection (point-token cross-attention, no view conditioning)",
+        "+ fusion block with coordinate injection, per-video normalised coordinates (no view conditioning)",
         {**_FUSION, "use_viewpoint_alignment": False, "use_dual_memory": False},
     ),
-    Variant("+viewpoint", "+ viewpoint alignment (full fusion block)", {**_FUSION, "use_dual_memory": False}),
+    Variant(
+        "+coords-metric",
+        "+ fusion block with coordinate injection, metric coordinates in the first camera's frame",
+        {**_FUSION, **_METRIC, "use_viewpoint_alignment": False, "use_dual_memory": False},
+    ),
+    Variant("+viewpoint", "+ viewpoint alignment (full fusion block, metric)", {**_FUSION, **_METRIC, "use_dual_memory": False}),
     Variant("+working", "+ dual memory, working L_w=8, episodic L_e=1 (smallest allowed)", _full(8, 1)),
     Variant(f"{FULL_VLM2_PREFIX}-8-32", "+ episodic memory: full VLM², (L_w, L_e) = (8, 32)", _full(8, 32)),
     Variant(f"{FULL_VLM2_PREFIX}-4-8", "full VLM², (L_w, L_e) = (4, 8)", _full(4, 8)),
     Variant(f"{FULL_VLM2_PREFIX}-8-8", "full VLM², (L_w, L_e) = (8, 8)", _full(8, 8)),
     Variant(f"{FULL_VLM2_PREFIX}-16-32", "full VLM², (L_w, L_e) = (16, 32)", _full(16, 32)),
+    Variant(f"{FULL_VLM2_PREFIX}-8-32-residual", "full VLM² (8, 32), memory_output='residual'", _full(8, 32, memory_output="residual")),
+    Variant(
+        f"{FULL_VLM2_PREFIX}-8-32-write-first", "full VLM² (8, 32), memory_read_order='write_then_read'",
+        _full(8, 32, memory_read_order="write_then_read"),
+    ),
 )
+QUICK_VARIANTS: tuple[str, ...] = BASELINES + ("vision", "+coords-metric", f"{FULL_VLM2_PREFIX}-8-32")
 
 
 @dataclass
@@ -116,15 +139,24 @@ class AblationConfig:
 
     Data (``spatialvlm.data.synthetic``):
         out_dir: where data, base model, per-variant evaluations and results go.
-        seed: seed of the data, the base weights and training.
-        train_scenes / test_scenes: scenes (videos) in the training / held-out split.
+        data_dir: an existing benchmark directory (``spatialvlm synth`` train and test splits at
+            ``num_frames`` / ``image_size``) to use instead of generating one into ``OUT/data``.
+        seed: seed of the generated data (and of the random base when no ``base`` is given).
+        seeds: the replicates: seed s picks the s-th random subset of ``train_scenes`` training
+            scenes (data), the initialisation of the modules the base lacks (init) and the batch
+            order (order). Rows report mean ± std over them.
+        train_scenes / test_scenes: scenes (videos) used for training / scored held out (the first
+            ``test_scenes`` of the test split; with ``data_dir`` the split may hold more).
         num_frames: frames per video, all fed to the model (training and test).
         image_size: rendered frame side = SigLIP input side, pixels (a multiple of the patch, 14).
         questions_per_type: at most this many questions of each type per scene.
 
-    Tiny model (``spatialvlm.models.tiny_vlm2_config``; randomly initialised):
-        vision_hidden_size / vision_layers: SigLIP width (= memory width) and depth.
-        text_hidden_size / text_layers: Qwen2 width and depth.
+    Tiny model:
+        base: a synthetic-pretrained base (``spatialvlm.experiments.vlm2_base``); rows fine-tune
+            ``FINETUNE_PARTS`` from it. None: a random ``tiny_vlm2_config`` model of the widths
+            below, every part trained from scratch (the old ablation).
+        vision_hidden_size / vision_layers: SigLIP width (= memory width) and depth (no base).
+        text_hidden_size / text_layers: Qwen2 width and depth (no base).
 
     Training (``spatialvlm.train``, transformers' Trainer):
         epochs, batch_size, learning_rate, weight_decay, warmup_ratio: the usual; cosine schedule.
@@ -139,7 +171,10 @@ class AblationConfig:
     """
 
     out_dir: str = "ablation_out"
+    data_dir: str | None = None
+    base: str | None = None
     seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     train_scenes: int = 36
     test_scenes: int = 10
     num_frames: int = 16
@@ -170,17 +205,22 @@ class AblationConfig:
             raise ValueError(f"image_size must be an even multiple of the patch size 14, got {self.image_size}")
         if min(self.train_scenes, self.test_scenes, self.num_frames) < 1:
             raise ValueError("train_scenes, test_scenes and num_frames must be >= 1")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one replicate")
 
 
 @dataclass
 class VariantResult:
-    """Scores of one row (percent) and what it cost.
+    """Scores of one row and one seed (percent) and what it cost.
 
     Attributes:
         name, description: the variant.
-        official / lenient: ``BenchmarkScores.to_dict()`` of the held-out split.
+        seed: the replicate.
+        official / lenient: ``BenchmarkScores.to_dict()`` of the held-out questions.
         train_seconds / eval_seconds: wall time of training and of answering.
         train_loss: mean training loss of the run (None for baselines).
+        held_out_loss: answer-token loss on the held-out questions after training (None for baselines).
+        loss_log: the Trainer's logged training losses (step, loss).
         trainable_parameters: parameters trained (0 for baselines).
     """
 
@@ -188,10 +228,37 @@ class VariantResult:
     description: str
     official: dict[str, Any]
     lenient: dict[str, Any]
+    seed: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     train_loss: float | None = None
+    held_out_loss: float | None = None
+    loss_log: list[list[float]] = field(default_factory=list)
     trainable_parameters: int = 0
+
+
+@dataclass
+class RowSummary:
+    """One row over its seeds.
+
+    Attributes:
+        name, description: the variant.
+        seeds: the replicates that ran.
+        overall_mean / overall_std: official overall, mean and sample std over seeds (std 0 for one).
+        overall_ci: bootstrap 95 % interval of the seed-mean overall, resampling held-out questions.
+        tasks: per-task official score, mean over seeds.
+        numerical_mean: mean of the four numerical tasks' seed-mean scores.
+    """
+
+    name: str
+    description: str
+    seeds: list[int]
+    overall_mean: float
+    overall_std: float
+    overall_ci: tuple[float, float]
+    tasks: dict[str, float]
+    numerical_mean: float
+    numerical_std: float
 
 
 @dataclass
@@ -199,14 +266,16 @@ class AblationResult:
     """What ``run_ablation`` produced.
 
     Attributes:
-        results: one ``VariantResult`` per row, in run order.
-        best_full_vlm2: name of the best full-VLM² variant (official overall), None if none ran.
-        best_checkpoint: its saved checkpoint directory, None if none ran.
+        results: one ``VariantResult`` per row and seed, in run order.
+        rows: one ``RowSummary`` per row.
+        best_full_vlm2: name of the best full-VLM² variant (seed-mean official overall), None if none ran.
+        best_checkpoint: its seed-``seeds[0]`` checkpoint directory, None if none ran.
         num_train_questions / num_test_questions: sizes of the splits (VSI-Bench questions).
         seconds: wall time of the whole run.
     """
 
     results: list[VariantResult]
+    rows: list[RowSummary]
     best_full_vlm2: str | None
     best_checkpoint: Path | None
     num_train_questions: int
@@ -306,7 +375,8 @@ def _save_base(config: AblationConfig, directory: Path) -> None:
 
 class _CachedItems:
     """Memoises a map-style dataset whose items never change (no augmentation here), so the videos
-    and geometry files are decoded once per run instead of once per epoch."""
+    and geometry files are decoded once per run instead of once per epoch. Float pixels are kept as
+    float16 (half the memory; 11-bit mantissa, well under one 8-bit level of a [-1, 1] pixel)."""
 
     def __init__(self, dataset: Any, cache: dict[int, Any]) -> None:
         self.dataset = dataset
@@ -316,9 +386,17 @@ class _CachedItems:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
+        import torch
+
         if index not in self.cache:
-            self.cache[index] = self.dataset[index]
-        return self.cache[index]
+            item = dict(self.dataset[index])
+            if item.get("pixel_values_videos") is not None and item["pixel_values_videos"].dtype == torch.float32:
+                item["pixel_values_videos"] = item["pixel_values_videos"].half()
+            self.cache[index] = item
+        item = dict(self.cache[index])
+        if item.get("pixel_values_videos") is not None and item["pixel_values_videos"].dtype == torch.float16:
+            item["pixel_values_videos"] = item["pixel_values_videos"].float()
+        return item
 
 
 class _BlankFrames:
@@ -335,20 +413,25 @@ class _BlankFrames:
         return {**self.dataset[index], "pixel_values_videos": self.blank}
 
 
+def _parts(config: AblationConfig, variant: Variant) -> list[str]:
+    parts = list(FINETUNE_PARTS if config.base else ALL_PARTS)
+    parts = [part for part in parts if part != "fusion" or variant.flags.get("use_spatial_fusion")]
+    return [part for part in parts if part != "dual_memory" or variant.flags.get("use_dual_memory")]
+
+
 def _train_variant(
-    config: AblationConfig, variant: Variant, base_dir: Path, data_path: Path, run_dir: Path, cache: dict
+    config: AblationConfig, variant: Variant, seed: int, base_dir: Path, data_path: Path, run_dir: Path, cache: dict
 ):
-    """Train ``variant`` from the base; returns (model in eval mode, processor, mean loss, trained params)."""
+    """Train ``variant`` from the base; returns (model in eval mode, processor, run)."""
     import numpy as np
     import torch
     from transformers import TrainingArguments
 
     from ..train import DataArguments, ModelArguments, prepare_training
 
-    torch.manual_seed(config.seed)
-    parts = [part for part in ALL_PARTS if part != "fusion" or variant.flags.get("use_spatial_fusion")]
-    parts = [part for part in parts if part != "dual_memory" or variant.flags.get("use_dual_memory")]
-    model_args = ModelArguments(model_name_or_path=str(base_dir), mm_tunable_parts=",".join(parts), **variant.flags)
+    # Seeds the modules the base lacks (init) and, through the Trainer, the batch order.
+    torch.manual_seed(seed)
+    model_args = ModelArguments(model_name_or_path=str(base_dir), mm_tunable_parts=",".join(_parts(config, variant)), **variant.flags)
     data_args = DataArguments(data_path=str(data_path), num_frames=1 if variant.blind else config.num_frames)
     training_args = TrainingArguments(
         output_dir=str(run_dir / "train"),
@@ -364,7 +447,7 @@ def _train_variant(
         logging_nan_inf_filter=False,
         save_strategy="no",
         report_to="none",
-        seed=config.seed,
+        seed=seed,
         use_cpu=True,
         dataloader_num_workers=0,
         disable_tqdm=not config.progress,
@@ -372,16 +455,18 @@ def _train_variant(
     run = prepare_training(model_args, data_args, training_args, task="vlm2")
     trainer = run.trainer
     processor = trainer.processing_class
-    # Items differ only in whether they carry geometry (and blind ones in their frames): one cache
-    # per kind serves every variant of that kind.
-    key = ("blind",) if variant.blind else ("geometry" if run.trainer.model.config.needs_geometry else "plain",)
-    dataset = _CachedItems(trainer.train_dataset, cache.setdefault(key, {}))
+    # Items differ only in whether they carry geometry, how it is normalised (and blind ones in
+    # their frames): one cache per kind and seed serves every variant of that kind.
+    model_config = trainer.model.config
+    kind = "plain" if not model_config.needs_geometry else f"geometry-{model_config.coordinate_normalization}"
+    dataset = _CachedItems(trainer.train_dataset, cache.setdefault((seed, kind), {}))
     if variant.blind:
         blank = np.zeros((1, config.image_size, config.image_size, 3), dtype=np.uint8)
         dataset = _BlankFrames(dataset, processor.preprocess_frames(blank))
     trainer.train_dataset = dataset
     output = trainer.train()
-    return trainer.model.eval(), processor, float(output.training_loss), run.summary.trainable
+    run.training_loss = float(output.training_loss)
+    return trainer.model.eval(), processor, run
 
 
 class _ScenePredictor:
@@ -410,7 +495,9 @@ class _ScenePredictor:
                 geometry = None
                 if self.model.config.needs_geometry:
                     folder = item.video_path.parent / f"{item.scene_name}_geometry"
-                    geometry = load_video_geometry(folder, clip.indices)
+                    geometry = load_video_geometry(
+                        folder, clip.indices, coordinate_normalization=self.processor.coordinate_normalization
+                    )
                 self.scenes[item.scene_name] = (clip.frames, geometry)
         return self.scenes[item.scene_name]
 
@@ -433,17 +520,59 @@ def _save_checkpoint(model: Any, processor: Any, directory: Path, metadata: dict
     (directory / "synthetic_training.json").write_text(json.dumps(metadata, indent=1) + "\n")
 
 
-def run_ablation(config: AblationConfig) -> AblationResult:
-    """Generate the data, run every variant of ``config.variants`` in order, write the results."""
-    import shutil
+def _records_for(items: Sequence[Any], data_dir: Path, geometry: bool) -> list[dict[str, Any]]:
+    """``llava_records`` with absolute paths, so the record file may live anywhere."""
+    records = llava_records(items, geometry=geometry)
+    for record in records:
+        record["video"] = str((data_dir / record["video"]).resolve())
+        if geometry:
+            record["geometry"] = str((data_dir / record["geometry"]).resolve())
+    return records
 
+
+def _scene_subset(items: Sequence[Any], count: int, seed: int | None) -> list[Any]:
+    """Items of ``count`` scenes: the first ones (seed None) or a seeded random choice."""
+    import numpy as np
+
+    names = sorted({item.scene_name for item in items})
+    if seed is None:
+        keep = set(names[:count])
+    else:
+        keep = set(np.random.default_rng(seed).permutation(names)[:count].tolist())
+    return [item for item in items if item.scene_name in keep]
+
+
+def _baseline_predictor(name: str, train_items: Sequence[Any], seed: int):
+    from ..eval import CategoryPriorBaseline, ChanceBaseline, MostFrequentBaseline
+
+    if name == "chance":
+        return ChanceBaseline(train_items, seed=seed)
+    if name == "most-frequent":
+        return MostFrequentBaseline(train_items)
+    return CategoryPriorBaseline(train_items)
+
+
+_BASELINE_DESCRIPTIONS = {
+    "chance": "chance: random option / random training answer",
+    "most-frequent": "most frequent training answer per type (numerical: training median)",
+    "category-prior": "per type and named category: training median / most frequent option",
+}
+
+
+def run_ablation(config: AblationConfig) -> AblationResult:
+    """Run every variant of ``config.variants`` for every seed, resumably; write the results.
+
+    A finished (variant, seed) leaves ``OUT/runs/<variant>/seed<s>/result.json`` and is not rerun.
+    """
     import torch
     import transformers
     from tqdm.auto import tqdm
 
     from ..data.readers import read_benchmark
-    from ..eval import ChanceBaseline, MostFrequentBaseline, evaluate
+    from ..eval import evaluate
     from ..eval.metrics import question_types
+    from ..train.tasks import get_task
+    from .vlm2_base import held_out_loss
 
     torch.set_num_threads(config.num_threads)
     # Every variant adds fresh modules to the base; the loader's per-weight report of them would
@@ -451,86 +580,188 @@ def run_ablation(config: AblationConfig) -> AblationResult:
     transformers.logging.set_verbosity_error()
     start = time.perf_counter()
     out = Path(config.out_dir)
-    data_dir = out / "data"
-    _generate_data(config, data_dir)
-    train_items = read_benchmark(data_dir, "train", question_types("vsibench"))
-    test_items = read_benchmark(data_dir, "test", question_types("vsibench"))
+    out.mkdir(parents=True, exist_ok=True)
+    if config.data_dir:
+        data_dir = Path(config.data_dir)
+    else:
+        data_dir = out / "data"
+        _generate_data(config, data_dir)
+    all_train = read_benchmark(data_dir, "train", question_types("vsibench"))
+    test_items = _scene_subset(read_benchmark(data_dir, "test", question_types("vsibench")), config.test_scenes, None)
     if config.eval_limit is not None:
         test_items = test_items[: config.eval_limit]
-    for geometry, name in ((True, "train_llava_geometry.json"), (False, "train_llava.json")):
-        (data_dir / name).write_text(json.dumps(llava_records(train_items, geometry=geometry)))
-    base_dir = out / "base"
-    _save_base(config, base_dir)
+    if config.base:
+        base_dir = Path(config.base)
+    else:
+        base_dir = out / "base"
+        if not (base_dir / "config.json").is_file():
+            _save_base(config, base_dir)
+    (out / "held_out").mkdir(exist_ok=True)
+    held_path = out / "held_out" / "held_out_llava_geometry.json"
+    held_path.write_text(json.dumps(_records_for(test_items, data_dir, geometry=True)))
 
     by_name = {variant.name: variant for variant in VARIANTS}
     results: list[VariantResult] = []
     cache: dict = {}
-    best: tuple[float, str] | None = None
-    best_dir = out / "best_vlm2"
-    bar = tqdm(config.variants, desc="ablation", unit="variant", disable=not config.progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        run_dir = out / "runs" / name
+    jobs = [(seed, name) for seed in config.seeds for name in config.variants]
+    bar = tqdm(jobs, desc="ablation", unit="run", disable=not config.progress)
+    train_sizes = []
+    for seed, name in bar:
+        bar.set_postfix_str(f"{name} seed {seed}")
+        run_dir = out / "runs" / name / f"seed{seed}"
+        done = run_dir / "result.json"
+        if done.is_file():
+            results.append(VariantResult(**json.loads(done.read_text())))
+            continue
+        train_items = _scene_subset(all_train, min(config.train_scenes, len({i.scene_name for i in all_train})), seed)
+        train_sizes.append(len(train_items))
+        loss = held = None
+        loss_log: list[list[float]] = []
+        model = processor = None
+        trained = 0
+        train_seconds = 0.0
         if name in BASELINES:
-            variant = Variant(name, "chance: random option / random training answer" if name == "chance"
-                              else "most frequent training answer (numerical: training median)")
-            predictor = ChanceBaseline(train_items, seed=config.seed) if name == "chance" else MostFrequentBaseline(train_items)
-            model = processor = None
-            train_seconds, loss, trained = 0.0, None, 0
+            variant = Variant(name, _BASELINE_DESCRIPTIONS[name])
+            # Baselines see the whole training split (a model-free prior gets every answer it can).
+            predictor = _baseline_predictor(name, all_train, seed)
         else:
             variant = by_name[name]
-            data_path = data_dir / ("train_llava_geometry.json" if variant.flags.get("use_spatial_fusion") else "train_llava.json")
+            geometry = bool(variant.flags.get("use_spatial_fusion"))
+            data_path = out / "records" / f"train_seed{seed}{'_geometry' if geometry else ''}.json"
+            data_path.parent.mkdir(exist_ok=True)
+            if not data_path.is_file():
+                data_path.write_text(json.dumps(_records_for(train_items, data_dir, geometry=geometry)))
+            cache = {key: value for key, value in cache.items() if key[0] == seed}  # one seed's items at a time
             tick = time.perf_counter()
-            model, processor, loss, trained = _train_variant(config, variant, base_dir, data_path, run_dir, cache)
+            model, processor, run = _train_variant(config, variant, seed, base_dir, data_path, run_dir, cache)
             train_seconds = time.perf_counter() - tick
+            loss, trained = run.training_loss, run.summary.trainable
+            loss_log = [[e["step"], e["loss"]] for e in run.trainer.state.log_history if "loss" in e]
+            from ..train import DataArguments
+
+            held_dataset, collator = get_task("vlm2").build_train_data(
+                processor, DataArguments(data_path=str(held_path), num_frames=1 if variant.blind else config.num_frames),
+                model.config,
+            )
+            if variant.blind:
+                import numpy as np
+
+                blank = processor.preprocess_frames(np.zeros((1, config.image_size, config.image_size, 3), dtype=np.uint8))
+                held_dataset = _BlankFrames(held_dataset, blank)
+            held = held_out_loss(model, held_dataset, collator, config.batch_size)
             predictor = _ScenePredictor(model, processor, config, variant.blind)
         tick = time.perf_counter()
         with torch.no_grad():
             scores = evaluate(test_items, predictor, run_dir / "eval", "vsibench", resume=False,
-                              show_progress=config.progress, title=f"synthetic VSI-Bench — {name}")
-        results.append(VariantResult(
+                              show_progress=config.progress, title=f"synthetic VSI-Bench — {name} seed {seed}")
+        result = VariantResult(
             name=name, description=variant.description, official=scores.official.to_dict(),
-            lenient=scores.lenient.to_dict(), train_seconds=train_seconds,
-            eval_seconds=time.perf_counter() - tick, train_loss=loss, trainable_parameters=trained,
-        ))
-        if model is not None and variant.is_full_vlm2 and (best is None or scores.official.overall > best[0]):
-            best = (scores.official.overall, name)
-            _save_checkpoint(model, processor, best_dir, {
-                "variant": name, "description": variant.description, "flags": variant.flags,
+            lenient=scores.lenient.to_dict(), seed=seed, train_seconds=train_seconds,
+            eval_seconds=time.perf_counter() - tick, train_loss=loss, held_out_loss=held, loss_log=loss_log,
+            trainable_parameters=trained,
+        )
+        if model is not None and (variant.is_full_vlm2 or name == "vision"):
+            _save_checkpoint(model, processor, run_dir / "model", {
+                "variant": name, "description": variant.description, "flags": variant.flags, "seed": seed,
+                "base": str(base_dir),
                 "ablation_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "variants"},
-                "synth": dataclasses.asdict(_synth_config(config, "test", config.test_scenes)),
+                "synth": {"num_frames": config.num_frames, "image_size": config.image_size, "seed": config.seed,
+                          "split": "test", "scenes": config.test_scenes},
                 "held_out_official": scores.official.to_dict(), "held_out_lenient": scores.lenient.to_dict(),
-                "baselines": {r.name: r.official["overall"] for r in results if r.name in BASELINES},
             })
-        _write_results(out, config, results, best[1] if best else None)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
+        results.append(result)
+        rows = summarise(results, out, config.variants)
+        _write_results(out, config, results, rows)
 
+    rows = summarise(results, out, config.variants)
+    _write_results(out, config, results, rows)
+    full = [row for row in rows if row.name in by_name and by_name[row.name].is_full_vlm2]
+    best = max(full, key=lambda row: row.overall_mean) if full else None
     best_checkpoint = None
     if best is not None:
-        best_checkpoint = best_dir
+        best_checkpoint = out / "runs" / best.name / f"seed{best.seeds[0]}" / "model"
         if config.save_best:
-            best_checkpoint = Path(config.save_best)
-            if best_checkpoint.exists():
-                shutil.rmtree(best_checkpoint)
-            shutil.copytree(best_dir, best_checkpoint)
+            import shutil
+
+            target = Path(config.save_best)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(best_checkpoint, target)
+            best_checkpoint = target
     return AblationResult(
-        results=results, best_full_vlm2=best[1] if best else None, best_checkpoint=best_checkpoint,
-        num_train_questions=len(train_items), num_test_questions=len(test_items),
+        results=results, rows=rows, best_full_vlm2=best.name if best else None, best_checkpoint=best_checkpoint,
+        num_train_questions=max(train_sizes) if train_sizes else 0, num_test_questions=len(test_items),
         seconds=time.perf_counter() - start,
     )
 
 
-def _write_results(out: Path, config: AblationConfig, results: list[VariantResult], best: str | None) -> None:
+def _official_overall(scores: Any, task_of: Sequence[str], sub_of: Sequence[str]) -> Any:
+    """Official overall of per-question scores (..., n): mean over tasks of the task means, where
+    ``object_rel_direction`` is the mean of its sub-types' means (as ``score_benchmark``)."""
+    import numpy as np
+
+    task_of, sub_of = np.asarray(task_of), np.asarray(sub_of)
+    task_scores = []
+    for task in dict.fromkeys(task_of.tolist()):
+        subs = [np.mean(scores[..., sub_of == sub], -1) for sub in dict.fromkeys(sub_of[task_of == task].tolist())]
+        task_scores.append(np.mean(subs, 0))
+    return 100 * np.mean(task_scores, 0)
+
+
+def summarise(results: Sequence[VariantResult], out: Path, order: Sequence[str], samples: int = 1000) -> list[RowSummary]:
+    """Per-row mean ± std over seeds and a bootstrap 95 % CI over the held-out questions.
+
+    The bootstrap draws the same question indices for every seed of a row (the seeds answer the
+    same questions), recomputes each seed's official overall and averages over seeds.
+    """
+    import numpy as np
+
+    from ..eval.metrics import VSI_NUMERICAL_TYPES, VSI_TASKS
+
+    rows = []
+    for name in [n for n in order if any(r.name == n for r in results)]:
+        runs = sorted((r for r in results if r.name == name), key=lambda r: r.seed)
+        matrices, task_of, sub_of = [], None, None
+        for run in runs:
+            path = out / "runs" / name / f"seed{run.seed}" / "eval" / "predictions.jsonl"
+            records = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: str(r["id"]))
+            matrices.append([float(r["score_official"]) for r in records])
+            sub_of = [r["question_type"] for r in records]
+            task_of = [next(t for t in VSI_TASKS if q.startswith(t)) for q in sub_of]
+        scores = np.asarray(matrices)  # (S, n)
+        overall = np.array([run.official["overall"] for run in runs])
+        check = _official_overall(scores, task_of, sub_of)
+        if not np.allclose(check, overall, atol=1e-6):
+            raise RuntimeError(f"bootstrap aggregation disagrees with the official scores for {name}: {check} vs {overall}")
+        rng = np.random.default_rng(0)
+        draws = rng.integers(scores.shape[1], size=(samples, scores.shape[1]))
+        boot = np.array([_official_overall(scores[:, idx], np.asarray(task_of)[idx], np.asarray(sub_of)[idx]).mean() for idx in draws])
+        tasks = {task: float(np.mean([run.official["tasks"][task] for run in runs])) for task in VSI_TASKS
+                 if all(task in run.official["tasks"] for run in runs)}
+        numerical = np.array([np.mean([run.official["tasks"][t] for t in VSI_NUMERICAL_TYPES]) for run in runs])
+        rows.append(RowSummary(
+            name=name, description=runs[0].description, seeds=[run.seed for run in runs],
+            overall_mean=float(overall.mean()), overall_std=float(overall.std(ddof=1)) if len(runs) > 1 else 0.0,
+            overall_ci=(float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))), tasks=tasks,
+            numerical_mean=float(numerical.mean()), numerical_std=float(numerical.std(ddof=1)) if len(runs) > 1 else 0.0,
+        ))
+    return rows
+
+
+def _write_results(out: Path, config: AblationConfig, results: list[VariantResult], rows: list[RowSummary]) -> None:
     payload = {
         "config": dataclasses.asdict(config),
-        "best_full_vlm2": best,
+        "rows": [dataclasses.asdict(row) for row in rows],
         "results": [dataclasses.asdict(result) for result in results],
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (out / "results.md").write_text(results_markdown(results))
+    (out / "results.md").write_text(results_markdown(rows, results))
 
 
-def results_markdown(results: Sequence[VariantResult]) -> str:
-    """Two tables: official per-task scores with official and lenient overall; then cost and loss."""
+def results_markdown(rows: Sequence[RowSummary], results: Sequence[VariantResult] = ()) -> str:
+    """Per-task seed means with the overall (mean ± std, bootstrap CI); then cost and losses."""
     from ..eval.metrics import VSI_TASKS
 
     short = {
@@ -538,23 +769,34 @@ def results_markdown(results: Sequence[VariantResult]) -> str:
         "room_size_estimation": "room size", "object_rel_distance": "rel dist", "object_rel_direction": "rel dir",
         "route_planning": "route", "obj_appearance_order": "appear order",
     }
-    header = ["variant", *(short[task] for task in VSI_TASKS), "overall", "overall (lenient)"]
+    header = ["variant", *(short[task] for task in VSI_TASKS), "numerical (4)", "overall", "95 % CI", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for result in results:
-        tasks = result.official["tasks"]
-        cells = [f"{tasks[task]:.1f}" if task in tasks and not math.isnan(tasks[task]) else "–" for task in VSI_TASKS]
+    for row in rows:
+        cells = [f"{row.tasks[task]:.1f}" if task in row.tasks and not math.isnan(row.tasks[task]) else "–" for task in VSI_TASKS]
         lines.append(
-            f"| {result.name} | " + " | ".join(cells)
-            + f" | **{result.official['overall']:.1f}** | {result.lenient['overall']:.1f} |"
+            f"| {row.name} | " + " | ".join(cells)
+            + f" | {row.numerical_mean:.1f} ± {row.numerical_std:.1f} | **{row.overall_mean:.1f} ± {row.overall_std:.1f}**"
+            + f" | {row.overall_ci[0]:.1f}–{row.overall_ci[1]:.1f} | {len(row.seeds)} |"
         )
-    lines += ["", "| variant | what | trained params | train loss | train s | eval s |", "|---|---|---|---|---|---|"]
-    for result in results:
-        loss = "–" if result.train_loss is None else f"{result.train_loss:.3f}"
-        lines.append(
-            f"| {result.name} | {result.description} | {result.trainable_parameters:,} | {loss} | "
-            f"{result.train_seconds:.0f} | {result.eval_seconds:.0f} |"
-        )
+    if results:
+        lines += ["", "| variant | seed | trained params | train loss | held-out loss | overall | train s | eval s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for result in results:
+            loss = "–" if result.train_loss is None else f"{result.train_loss:.3f}"
+            held = "–" if result.held_out_loss is None else f"{result.held_out_loss:.3f}"
+            lines.append(
+                f"| {result.name} | {result.seed} | {result.trainable_parameters:,} | {loss} | {held} | "
+                f"{result.official['overall']:.1f} | {result.train_seconds:.0f} | {result.eval_seconds:.0f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+# ``--quick``: the reduced run that fits the shared 2-core CPU (docs/experiments.md); still three
+# seeds and the held-out split, fewer rows and steps.
+QUICK: dict[str, Any] = dict(
+    variants=QUICK_VARIANTS, seeds=(0, 1, 2), train_scenes=100, test_scenes=40, max_steps=60, batch_size=8,
+    num_frames=32, image_size=112,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -564,13 +806,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train tiny VLM² variants on synthetic scenes (CPU) and score them on a held-out split.",
     )
     for item in dataclasses.fields(AblationConfig):
-        if item.name in ("variants", "progress", "eval_limit", "save_best"):
+        if item.name in ("variants", "progress", "eval_limit", "save_best", "data_dir", "base", "seeds"):
             continue
         value = getattr(defaults, item.name)
         parser.add_argument(
-            "--" + item.name.replace("_", "-"), type=type(value), default=value, help=f"default {value}"
+            "--" + item.name.replace("_", "-"), type=type(value), default=None, help=f"default {value}"
         )
-    parser.add_argument("--variants", default=",".join(defaults.variants), help="comma list; default all")
+    parser.add_argument("--variants", help="comma list; default all (--quick: " + ",".join(QUICK_VARIANTS) + ")")
+    parser.add_argument("--seeds", help="comma list of replicate seeds; default 0 (--quick: 0,1,2)")
+    parser.add_argument("--data", dest="data_dir", help="existing benchmark directory (train + test splits)")
+    parser.add_argument("--base", help="synthetic-pretrained base checkpoint (spatialvlm.experiments.vlm2_base)")
+    parser.add_argument("--quick", action="store_true", help=f"the reduced run: {QUICK}")
     parser.add_argument("--eval-limit", type=int, help="score only the first N test questions")
     parser.add_argument("--save-best", help="copy the best full-VLM² checkpoint here")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -579,10 +825,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    args["variants"] = tuple(name.strip() for name in args["variants"].split(",") if name.strip())
-    args["progress"] = not args.pop("no_progress")
-    result = run_ablation(AblationConfig(**args))
-    print(results_markdown(result.results))
+    settings: dict[str, Any] = dict(QUICK) if args.pop("quick") else {}
+    for key, value in args.items():
+        if value is None or key == "no_progress":
+            continue
+        if key == "variants":
+            value = tuple(name.strip() for name in value.split(",") if name.strip())
+        elif key == "seeds":
+            value = tuple(int(seed) for seed in value.split(",") if seed.strip())
+        settings[key] = value
+    settings["progress"] = not args["no_progress"]
+    result = run_ablation(AblationConfig(**settings))
+    print(results_markdown(result.rows, result.results))
     print(
         f"{result.num_train_questions} training / {result.num_test_questions} held-out questions; "
         f"best full VLM²: {result.best_full_vlm2} → {result.best_checkpoint}; {result.seconds / 60:.1f} min"

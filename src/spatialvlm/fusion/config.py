@@ -34,6 +34,11 @@ class SpatialFusionConfig:
             patch coordinates with a point encoder so the cross-attention still has 3D keys.
             False makes missing geometry tokens an error.
         point_encoder_frequencies: octaves of the sin/cos encoding of coordinates in that encoder.
+        camera_token_as_key: with viewpoint alignment off, put a given camera token in front of the
+            geometry tokens as one more key/value (VLM-3R's "all tokens": [camera; 729 patches]).
+            None (default) means True when ``view_dim == geometry_dim`` (CUT3R: 768 and 768) and
+            False otherwise (a Dv-wide token cannot be a Dg-wide key); True with unequal widths is
+            an error. Unused camera tokens are reported once.
     """
 
     dim: int = 1152
@@ -49,8 +54,16 @@ class SpatialFusionConfig:
     alignment_hidden_dim: int | None = None
     use_point_tokens: bool = True
     point_encoder_frequencies: int = 6
+    camera_token_as_key: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.camera_token_as_key is None:
+            self.camera_token_as_key = self.view_dim == self.geometry_dim
+        if self.camera_token_as_key and self.view_dim != self.geometry_dim:
+            raise ValueError(
+                f"camera_token_as_key=True needs view_dim == geometry_dim (the camera token becomes a key "
+                f"beside the geometry tokens); got view_dim={self.view_dim}, geometry_dim={self.geometry_dim}"
+            )
         if self.coordinate_gate_type not in GATE_TYPES:
             raise ValueError(f"coordinate_gate_type must be one of {GATE_TYPES}, got {self.coordinate_gate_type!r}")
         if self.dim % self.num_heads:

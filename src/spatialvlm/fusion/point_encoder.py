@@ -27,9 +27,18 @@ class PointTokenEncoder(nn.Module):
     def __init__(self, geometry_dim: int, num_frequencies: int = 6) -> None:
         super().__init__()
         self.geometry_dim = geometry_dim
-        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(num_frequencies, dtype=torch.float32), persistent=False)
+        self.num_frequencies = num_frequencies
         in_dim = 3 * (1 + 2 * num_frequencies)
         self.mlp = nn.Sequential(nn.Linear(in_dim, geometry_dim), nn.GELU(), nn.Linear(geometry_dim, geometry_dim))
+
+    def frequencies(self, device: torch.device | str | None = None) -> Tensor:
+        """(F,) float32 octaves ``π · 2^k``.
+
+        Computed on each call, never stored: a non-persistent buffer is not in the checkpoint, and
+        transformers' ``from_pretrained`` (built on the meta device) leaves such a buffer as
+        uninitialised memory; a buffer would also be cast to bf16 by ``model.to(torch.bfloat16)``.
+        """
+        return math.pi * 2.0 ** torch.arange(self.num_frequencies, dtype=torch.float32, device=device)
 
     def forward(self, coords: Tensor, valid: Tensor) -> Tensor:
         """Args:
@@ -41,6 +50,6 @@ class PointTokenEncoder(nn.Module):
         check_shape("coords", coords, ("B", "N", 3))
         # float32 even under bf16: octave 2^5·π times a coordinate of 8 needs the mantissa.
         coords = coords.masked_fill(~valid[..., None], 0.0).float()
-        angles = (coords[..., None] * self.frequencies.float()).flatten(-2)  # (B, N, 3F)
+        angles = (coords[..., None] * self.frequencies(coords.device)).flatten(-2)  # (B, N, 3F)
         features = torch.cat([coords, angles.sin(), angles.cos()], -1)
         return self.mlp(features.to(self.mlp[0].weight.dtype))

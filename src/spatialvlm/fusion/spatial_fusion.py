@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ..geometry.checks import check_shape
@@ -41,11 +43,14 @@ class SpatialFusion(nn.Module):
        3D model) one token per patch from the coordinates by a :class:`PointTokenEncoder`, invalid
        patches masked out as keys, so the cross-attention keeps a working 3D branch.
     3. Viewpoint alignment (``use_viewpoint_alignment``): ``G^vc`` = view-conditioned tokens + a view
-       token, from ``camera_token`` or else ``pose``.
+       token, from ``camera_token`` or else ``pose``. With alignment off, a given ``camera_token``
+       joins the keys in front of the geometry tokens (``camera_token_as_key``, VLM-3R's "all
+       tokens").
     4. Cross-attention (:class:`GeometryFusion`): queries ``F^pa``, keys/values ``G^vc``, residual
        onto ``F^pa``.
 
-    With both switches off this is exactly VLM-3R's cross-attention fusion.
+    With both switches off this is exactly VLM-3R's cross-attention fusion (keys [camera; patches]
+    when a camera token is given, patches only when not).
 
     Parameters on a path a batch does not take (the pose encoder when camera tokens are given, the
     point encoder when geometry tokens are given) get no gradient: use
@@ -69,6 +74,7 @@ class SpatialFusion(nn.Module):
             PointTokenEncoder(config.geometry_dim, config.point_encoder_frequencies) if config.use_point_tokens else None
         )
         self.geometry_fusion = GeometryFusion(config.dim, config.geometry_dim, config.num_heads, config.dropout)
+        self._reported_unused_camera = False
 
     def forward(
         self,
@@ -125,6 +131,19 @@ class SpatialFusion(nn.Module):
         if self.viewpoint_alignment is not None:
             aligned = self.viewpoint_alignment(geometry_tokens, camera_token, pose, geometry_padding_mask)
             geometry_tokens, geometry_padding_mask = aligned.tokens, aligned.padding_mask
+        elif camera_token is not None and config.camera_token_as_key:
+            # VLM-3R "all tokens": keys/values are [camera; geometry tokens] (M + 1).
+            check_shape("camera_token", camera_token, (batch, config.geometry_dim))
+            geometry_tokens = torch.cat([camera_token[:, None].to(geometry_tokens.dtype), geometry_tokens], 1)
+            if geometry_padding_mask is not None:
+                geometry_padding_mask = torch.cat([geometry_padding_mask.new_zeros(batch, 1), geometry_padding_mask], 1)
+        elif camera_token is not None and not self._reported_unused_camera:
+            self._reported_unused_camera = True
+            warnings.warn(
+                "SpatialFusion: camera tokens were given but neither viewpoint alignment nor "
+                "camera_token_as_key uses them; they are ignored",
+                stacklevel=2,
+            )
 
         tokens = self.geometry_fusion(queries, geometry_tokens, geometry_padding_mask)
         if not return_dict:

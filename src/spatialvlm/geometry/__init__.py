@@ -24,8 +24,20 @@ from .camera import (
     unproject_depth,
     vector_to_pose,
 )
+from .checks import MAX_ABS_METRES, GeometryError, check_geometry_values
 from .frames import FRAME_FIELDS, FrameGeometry, frame_filename, load_frame_geometry, save_frame_geometry, stack_frames
-from .normalize import CoordinateStats, compute_coordinate_stats, normalize_pose, normalize_world_coords
+from .normalize import (
+    COORDINATE_NORMALIZATIONS,
+    METRIC_COORDINATE_SCALE,
+    CoordinateStats,
+    check_metric_scale,
+    compute_coordinate_stats,
+    metric_coordinate_stats,
+    normalize_pose,
+    normalize_world_coords,
+    parse_coordinate_stats,
+    video_coordinate_stats,
+)
 from .patches import PatchCoords, patch_assignment, points_to_patch_coords
 from .sources import (
     GeometrySource,
@@ -37,9 +49,18 @@ from .sources import (
 )
 
 __all__ = [
+    "GeometryError",
+    "MAX_ABS_METRES",
+    "check_geometry_values",
     "POSE_DESCRIPTOR_DIM",
     "FRAME_FIELDS",
+    "COORDINATE_NORMALIZATIONS",
+    "METRIC_COORDINATE_SCALE",
     "CoordinateStats",
+    "check_metric_scale",
+    "metric_coordinate_stats",
+    "parse_coordinate_stats",
+    "video_coordinate_stats",
     "FrameGeometry",
     "GeometrySource",
     "PatchCoords",

@@ -23,6 +23,7 @@ the depth (:func:`FrameGeometry.with_points`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .camera import unproject_depth
-from .checks import check_shape
+from .checks import GeometryError, check_geometry_values, check_shape
 
 __all__ = ["FrameGeometry", "FRAME_FIELDS", "frame_filename", "save_frame_geometry", "load_frame_geometry", "stack_frames"]
 
@@ -176,15 +177,37 @@ def save_frame_geometry(path: str | Path, frame: FrameGeometry) -> None:
 
 
 def load_frame_geometry(path: str | Path) -> FrameGeometry:
-    """Read one frame file; unknown keys are an error (a typo would otherwise silently vanish)."""
+    """Read one frame file, checking what a file can get wrong (errors name the file and field).
+
+    Unknown keys are an error (a typo would otherwise silently vanish), as are a file that is not
+    safetensors (truncated, corrupt), an integer dtype for a float field (depth in millimetres?),
+    NaN / inf poses and absurd magnitudes (:func:`~spatialvlm.geometry.checks.check_geometry_values`).
+    A frame whose points are all invalid loads with a warning: its patches get no 3D input.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as error:
+        raise GeometryError(f"{path} is not a readable safetensors frame file (truncated or corrupt?): {error}") from error
     unknown = sorted(set(tensors) - set(FRAME_FIELDS))
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; allowed keys are {list(FRAME_FIELDS)}")
+    for name, tensor in tensors.items():
+        if name != "valid" and not tensor.is_floating_point():
+            raise GeometryError(
+                f"{name} in {path} is stored as {tensor.dtype}; frame files store {name} as float32"
+                + (" metres (divide millimetre depth by 1000)" if name in ("depth", "points") else "")
+            )
     fields = {name: (t.bool() if name == "valid" else t.float()) for name, t in tensors.items()}
-    return FrameGeometry(**fields).validate()
+    check_geometry_values(fields, str(path))
+    frame = FrameGeometry(**fields).validate()
+    if frame.points is not None or frame.depth is not None:
+        valid = frame.pixel_valid()
+        if valid is not None and not bool(valid.any()):
+            warnings.warn(f"no valid points in frame {path}: every pixel is NaN, inf or masked invalid", stacklevel=2)
+    return frame
 
 
 def stack_frames(frames: Sequence[FrameGeometry]) -> FrameGeometry:

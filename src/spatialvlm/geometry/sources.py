@@ -16,6 +16,7 @@ sources that store only some frames list them in ``frame_indices``.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
@@ -93,12 +94,19 @@ class PrecomputedGeometrySource:
     Args:
         directory: folder holding ``frame_XXXXX.safetensors``.
         max_depth: far cut-off used when a file has depth but no points.
+        metric_scale: whether the points are in metres (False for 3D models that give points only
+            up to scale, e.g. π³); None reads ``"metric_scale"`` from ``geometry.json`` in the folder
+            when there is one, else True (the schema's unit is the metre).
     """
 
-    def __init__(self, directory: str | Path, *, max_depth: float | None = None) -> None:
+    def __init__(self, directory: str | Path, *, max_depth: float | None = None, metric_scale: bool | None = None) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise FileNotFoundError(f"geometry folder {self.directory} does not exist")
+        if metric_scale is None:
+            info = self.directory / "geometry.json"
+            metric_scale = bool(json.loads(info.read_text()).get("metric_scale", True)) if info.is_file() else True
+        self.metric_scale = metric_scale
         self._files = _indexed_files(self.directory, _FRAME_FILE, None)
         if not self._files:
             raise FileNotFoundError(f"{self.directory} holds no frame_XXXXX.safetensors file")
@@ -126,6 +134,7 @@ class RGBDGeometrySource:
         intrinsics: (3, 3) shared or (T, 3, 3) per frame, for the depth pixels.
         depth_scale: stored units per metre (1000 for millimetre maps, 1 for metres).
         max_depth: far cut-off in metres.
+        metric_scale: False when the depth is only relative (e.g. a monocular estimate up to scale).
     """
 
     def __init__(
@@ -136,7 +145,9 @@ class RGBDGeometrySource:
         *,
         depth_scale: float = 1.0,
         max_depth: float | None = None,
+        metric_scale: bool = True,
     ) -> None:
+        self.metric_scale = metric_scale
         check_shape("depth", depth, ("T", "H", "W"))
         frames = depth.shape[0]
         check_shape("poses", poses, (frames, 4, 4))
@@ -169,6 +180,7 @@ class ScanNetFolderSource:
         root/intrinsic/intrinsic_depth.txt   4×4 (or 3×3) intrinsics of the depth images
 
     A pose containing ``inf``/``nan`` (ScanNet marks failed tracking so) makes the frame all-invalid.
+    Depth sensors measure metres: ``metric_scale`` is True.
 
     Args:
         root: the scene folder.
@@ -176,6 +188,8 @@ class ScanNetFolderSource:
         depth_scale: stored units per metre.
         max_depth: far cut-off in metres.
     """
+
+    metric_scale = True
 
     def __init__(
         self,

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 
+MEMORY_OUTPUTS = ("paper", "residual")
+MEMORY_READ_ORDERS = ("read_then_write", "write_then_read")
+
+
 @dataclass
 class DualMemoryConfig:
     """Every knob of :class:`~spatialvlm.memory.DualMemory`, with its default and meaning.
@@ -33,6 +37,20 @@ class DualMemoryConfig:
             kernel), so it costs time; fill levels, replacement counts and gate means are always
             kept, they are cheap.
         check_finite: Reject NaN/inf in the input tokens (one device sync per step).
+        output: What a step returns. ``"paper"``: Algorithm 1's ``M_t = γ M^w + (1 − γ) M^e``
+            verbatim. ``"residual"``: ``H_t + out(M_t)`` with ``out`` a D -> D linear
+            projection initialised at zero, so an untrained memory returns its input unchanged
+            (a memory-on model equals the memory-off model at initialisation) and the current
+            frame always reaches the output. The episodic memory stores Algorithm 1's ``M_t`` in
+            both modes.
+        read_order: ``"read_then_write"``: Algorithm 1's order, the working memory is read before
+            ``H_t`` is stored, so ``M^w_t`` sees only earlier frames. ``"write_then_read"``:
+            ``H_t`` is stored first (FIFO as usual) and the working memory read then holds it.
+            The episodic memory is read before ``M_t`` is stored in both (``M_t`` needs the read).
+        checkpoint_frames: Under autograd, recompute each frame's attention and gate activations
+            in the backward pass instead of keeping them (activation checkpointing per frame):
+            less memory, about one more forward pass of the memory in time. No effect without
+            autograd.
     """
 
     dim: int = 1152
@@ -45,6 +63,9 @@ class DualMemoryConfig:
     compress_mode: Literal["grid", "sequence"] = "grid"
     record_statistics: bool = False
     check_finite: bool = True
+    output: Literal["paper", "residual"] = "paper"
+    read_order: Literal["read_then_write", "write_then_read"] = "read_then_write"
+    checkpoint_frames: bool = False
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.num_heads <= 0 or self.dim % self.num_heads:
@@ -60,6 +81,10 @@ class DualMemoryConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.compress_mode not in ("grid", "sequence"):
             raise ValueError(f"compress_mode must be 'grid' or 'sequence', got {self.compress_mode!r}")
+        if self.output not in MEMORY_OUTPUTS:
+            raise ValueError(f"output must be one of {MEMORY_OUTPUTS}, got {self.output!r}")
+        if self.read_order not in MEMORY_READ_ORDERS:
+            raise ValueError(f"read_order must be one of {MEMORY_READ_ORDERS}, got {self.read_order!r}")
         if self.compress_tokens is not None:
             if self.compress_tokens < 1:
                 raise ValueError(f"compress_tokens must be >= 1, got {self.compress_tokens}")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DualMemoryConfig
+from .attention import BankRead
 from .episodic import EpisodicMemory
 from .ops import pool_tokens
 from .state import MemoryBank, MemoryCounters, MemoryState
@@ -24,9 +25,18 @@ class DualMemory(nn.Module):
         M^w = WorkingAttention(Q = H_t, KV = W_t)
         M^e = EpisodicAttention(Q = H_t, KV = E_t)
         γ   = σ(MLP([M^w ; M^e]))                 per token and channel
-        M_t = γ ⊙ M^w + (1 − γ) ⊙ M^e             (returned)
+        M_t = γ ⊙ M^w + (1 − γ) ⊙ M^e             (returned with output="paper")
         W  <- H_t   FIFO: append, or drop the oldest then append
         E  <- M_t   append, or delete argmax_i cos(mean M_t, mean E_i) then append
+
+    Two options change this, both off by default until an ablation decides (docs/decisions.md):
+    ``output="residual"`` returns ``H_t + out(M_t)`` (``out`` zero-initialised: identity at the
+    start, the current frame always visible), and ``read_order="write_then_read"`` stores ``H_t``
+    in ``W`` before ``M^w`` is read. The episodic memory stores ``M_t`` in every mode.
+
+    Cost follows the fill: a read attends to the slots in use only, writes go in place into one
+    slot per video (with or without autograd), and under autograd a read saves its query and
+    references to the stored entries, not a copy of the bank (see ``memory/attention.py``).
 
     Empty memory (the first frame after a reset): a memory with no entry is read as if it held the
     current frame, i.e. each attention attends to H_t's own tokens through its own key/value
@@ -54,6 +64,9 @@ class DualMemory(nn.Module):
         compress_mode: str = "grid",
         record_statistics: bool = False,
         check_finite: bool = True,
+        output: str = "paper",
+        read_order: str = "read_then_write",
+        checkpoint_frames: bool = False,
         config: DualMemoryConfig | None = None,
     ) -> None:
         super().__init__()
@@ -64,6 +77,7 @@ class DualMemory(nn.Module):
                 dim=dim, num_heads=num_heads, working_size=working_size, episodic_size=episodic_size,
                 dropout=dropout, gate_hidden_size=gate_hidden_size, compress_tokens=compress_tokens,
                 compress_mode=compress_mode, record_statistics=record_statistics, check_finite=check_finite,
+                output=output, read_order=read_order, checkpoint_frames=checkpoint_frames,
             )
         self.config = config
         dim = config.dim
@@ -71,6 +85,15 @@ class DualMemory(nn.Module):
         self.working = WorkingMemory(dim, config.num_heads, config.working_size, config.dropout)
         self.episodic = EpisodicMemory(dim, config.num_heads, config.episodic_size, config.dropout)
         self.gate = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        # Only the residual mode has an output projection, so "paper" checkpoints keep their keys.
+        self.output_proj = nn.Linear(dim, dim) if config.output == "residual" else None
+        self._init_output_proj()
+
+    def _init_output_proj(self) -> None:
+        """Zero ``out``: an untrained residual memory is the identity."""
+        if self.output_proj is not None:
+            nn.init.zeros_(self.output_proj.weight)
+            nn.init.zeros_(self.output_proj.bias)
 
     @classmethod
     def from_config(cls, config: DualMemoryConfig) -> "DualMemory":
@@ -136,7 +159,7 @@ class DualMemory(nn.Module):
                 memory is left unchanged and their output is zeros.
 
         Returns:
-            fused: (B, N, D) memory output M_t.
+            output: (B, N, D) ``M_t`` (``output="paper"``) or ``H_t + out(M_t)`` ("residual").
             state: the same state object, advanced by one frame.
         """
         if state is None:
@@ -146,34 +169,69 @@ class DualMemory(nn.Module):
             self._allocate(state, h.shape[1])
         cfg = self.config
         working, episodic = state.working, state.episodic
-        record = cfg.record_statistics
+        record = torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in self.parameters()))
+        uniform = state.fill_is_uniform and frame_mask is None
+        stamp = state.counters.frames_seen
 
         stored_h = pool_tokens(h, cfg.compress_tokens, cfg.compress_mode)
         working_kv = self.working.attention.project_entry(stored_h)
-        fallback_w = fallback_e = None
-        if state.may_have_empty:
-            fallback_w = (*working_kv, ~working.valid.any(dim=-1))
-            fallback_e = (*self.episodic.attention.project_entry(stored_h), ~episodic.valid.any(dim=-1))
+        if cfg.read_order == "write_then_read":
+            self.working.store(working, stored_h, h.mean(dim=1), stamp, frame_mask, projected=working_kv, record=record)
+        fallback_w = self._fallback(state, working, lambda: working_kv, uniform)
+        fallback_e = self._fallback(state, episodic, lambda: self.episodic.attention.project_entry(stored_h), uniform)
+        read_w = BankRead.of(working, fallback_w, uniform, record, cfg.checkpoint_frames)
+        read_e = BankRead.of(episodic, fallback_e, uniform, record, cfg.checkpoint_frames)
 
-        memory_w, entropy_w = self.working.read(h, working, fallback_w, record)
-        memory_e, entropy_e = self.episodic.read(h, episodic, fallback_e, record)
-        gate = torch.sigmoid(self.gate(torch.cat([memory_w, memory_e], dim=-1)))
-        fused = memory_e + gate * (memory_w - memory_e)
+        if cfg.checkpoint_frames and record:
+            from torch.utils.checkpoint import checkpoint
 
-        stamp = state.counters.frames_seen
-        self.working.store(working, stored_h, h.mean(dim=1), stamp, frame_mask, projected=working_kv)
+            fused, output, gate, entropy_w, entropy_e = checkpoint(
+                self._read_and_fuse, h, read_w, read_e, cfg.record_statistics, use_reentrant=False
+            )
+        else:
+            fused, output, gate, entropy_w, entropy_e = self._read_and_fuse(h, read_w, read_e, cfg.record_statistics)
+
+        if cfg.read_order == "read_then_write":
+            self.working.store(working, stored_h, h.mean(dim=1), stamp, frame_mask, projected=working_kv, record=record)
         was_full = episodic.valid.all(dim=-1)
         stored_m = pool_tokens(fused, cfg.compress_tokens, cfg.compress_mode)
-        slot = self.episodic.store(episodic, stored_m, fused.mean(dim=1), stamp, frame_mask)
+        slot = self.episodic.store(episodic, stored_m, fused.mean(dim=1), stamp, frame_mask, record=record)
 
         self._count(state, frame_mask, gate, slot, was_full, entropy_w, entropy_e)
         if frame_mask is None:
             state.may_have_empty = False
         else:
-            fused = fused.masked_fill(~frame_mask[:, None, None], 0.0)
+            state.fill_is_uniform = False
+            output = output.masked_fill(~frame_mask[:, None, None], 0.0)
             if state.may_have_empty:
                 state.may_have_empty = bool((~working.valid.any(dim=-1)).any())
-        return fused, state
+        return output, state
+
+    @staticmethod
+    def _fallback(
+        state: MemoryState, bank: MemoryBank, project, uniform: bool,
+    ) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """The empty-memory rule: videos whose ``bank`` is empty attend to the current frame.
+
+        ``project()`` gives the current frame's keys/values (B, H, n, d) for this memory. Returns
+        (keys, values, use) with ``use`` (B,) bool or None (every video: the bank is empty
+        everywhere); None when no video can be empty (decided on the host, no sync)."""
+        if not state.may_have_empty or (uniform and bank.used > 0):
+            return None
+        if bank.used == 0:
+            return (*project(), None)
+        return (*project(), ~bank.valid.any(dim=-1))
+
+    def _read_and_fuse(
+        self, h: Tensor, read_w: BankRead, read_e: BankRead, with_entropy: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Both reads, the gate and the output: (M_t, output, γ, entropy_w, entropy_e)."""
+        memory_w, entropy_w = self.working.read(h, read_w, with_entropy)
+        memory_e, entropy_e = self.episodic.read(h, read_e, with_entropy)
+        gate = torch.sigmoid(self.gate(torch.cat([memory_w, memory_e], dim=-1)))
+        fused = memory_e + gate * (memory_w - memory_e)
+        output = fused if self.output_proj is None else h + self.output_proj(fused)
+        return fused, output, gate, entropy_w, entropy_e
 
     @torch.no_grad()
     def _count(

@@ -88,41 +88,21 @@ def most_similar_slot(new_mean: Tensor, means: Tensor, stamps: Tensor) -> Tensor
     return torch.where(is_best, stamps, never).argmin(dim=-1)
 
 
-def slot_key_mask(valid: Tensor, tokens_per_entry: int) -> Tensor:
-    """(B, L) bool slot validity -> (B, 1, 1, L·n) key mask for attention (True = attend)."""
-    batch, slots = valid.shape
-    return valid[:, :, None].expand(batch, slots, tokens_per_entry).reshape(batch, 1, 1, -1)
-
-
-def attend(
-    query: Tensor,
-    keys: Tensor,
-    values: Tensor,
-    key_mask: Tensor,
-    dropout_p: float = 0.0,
-    with_entropy: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Masked multi-head attention; optionally also the entropy of the attention distribution.
+def attention_entropy(query: Tensor, keys: Tensor, key_mask: Tensor | None) -> Tensor:
+    """Entropy of the attention distribution (a statistic; computed explicitly, no dropout).
 
     Args:
         query: (B, H, N, d).
-        keys, values: (B, H, S, d).
-        key_mask: (B, 1, 1, S) bool, True where a key may be attended to; every video needs at
-            least one True.
-        dropout_p: dropout on the attention probabilities.
-        with_entropy: compute the attention explicitly and return its entropy.
+        keys: (B, H, S, d).
+        key_mask: (B, 1, 1, S) bool, True where a key may be attended to, or None (all keys).
 
     Returns:
-        (B, H, N, d) output and, with ``with_entropy``, (B,) entropy in nats of each query's
-        distribution over the S keys, averaged over heads and queries (else ``None``).
+        (B,) entropy in nats of each query's distribution over the S keys, averaged over heads and
+        queries.
     """
-    if not with_entropy:
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=key_mask, dropout_p=dropout_p)
-        return out, None
     scores = (query @ keys.transpose(-2, -1)) / math.sqrt(query.shape[-1])
-    # The most negative finite value (not -inf) keeps p·log p at masked keys 0 instead of NaN.
-    log_probs = scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min).log_softmax(dim=-1)
-    probs = log_probs.exp()
-    entropy = -(probs * log_probs).sum(dim=-1).mean(dim=(1, 2))
-    out = F.dropout(probs, p=dropout_p, training=dropout_p > 0) @ values
-    return out, entropy.detach()
+    if key_mask is not None:
+        # The most negative finite value (not -inf) keeps p·log p at masked keys 0 instead of NaN.
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    log_probs = scores.float().log_softmax(dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1).mean(dim=(1, 2)).to(query.dtype)

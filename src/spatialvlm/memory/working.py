@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import abc
 
-import torch
 from torch import Tensor, nn
 
-from .attention import MemoryAttention
+from .attention import BankRead, MemoryAttention
 from .ops import oldest_or_free_slot
 from .state import MemoryBank
 
@@ -27,33 +26,23 @@ class MemoryModule(nn.Module, abc.ABC):
     def select_slot(self, bank: MemoryBank, new_mean: Tensor) -> Tensor:
         """(B,) slot the new entry (token-mean ``new_mean`` (B, D)) is written to."""
 
-    def read(
-        self, tokens: Tensor, bank: MemoryBank, fallback: tuple[Tensor, Tensor, Tensor] | None = None,
-        with_entropy: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``tokens`` (B, N, D) to the stored entries; see :meth:`MemoryAttention.read`."""
-        keys, values = bank.flat_keys_values()
-        return self.attention.read(tokens, keys, values, bank.valid, fallback, with_entropy)
+    def read(self, tokens: Tensor, read: BankRead, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``tokens`` (B, N, D) to the stored entries; see :class:`BankRead`."""
+        return self.attention.read(tokens, read, with_entropy)
 
     def store(
         self, bank: MemoryBank, entry: Tensor, mean: Tensor, stamp: Tensor, active: Tensor | None,
-        projected: tuple[Tensor, Tensor] | None = None,
+        projected: tuple[Tensor, Tensor] | None = None, record: bool = False,
     ) -> Tensor:
-        """Store ``entry`` (B, n, D) with token-mean ``mean`` (B, D) and ``stamp`` (B,).
+        """Store ``entry`` (B, n, D) with token-mean ``mean`` (B, D) and ``stamp`` (B,), in place.
 
         Videos with ``active`` (B,) False keep their memory unchanged. ``projected`` passes the
-        entry's keys/values when the caller already has them. Returns the (B,) slot written.
+        entry's keys/values when the caller already has them; ``record``: autograd records the step
+        (see :meth:`MemoryBank.write`). Returns the (B,) slot written.
         """
         slot = self.select_slot(bank, mean)
         keys, values = projected if projected is not None else self.attention.project_entry(entry)
-        new = (entry, keys, values, mean, stamp)
-        if active is not None:
-            # Inactive videos write their slot's current contents back: one batched write, no branch.
-            old = bank.read_slot(slot)
-            new = tuple(
-                torch.where(active.view(-1, *([1] * (n.dim() - 1))), n, o.to(n.dtype)) for n, o in zip(new, old)
-            )
-        bank.write(slot, *new)
+        bank.write(slot, entry, keys, values, mean, stamp, active, record)
         return slot
 
 

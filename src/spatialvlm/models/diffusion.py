@@ -1,15 +1,35 @@
-"""Masked-diffusion decoding (LLaDA / LaViDa) with a prefix KV cache.
+"""Masked-diffusion decoding (LLaDA / LaViDa) with an optional prefix KV cache.
 
-The answer starts as ``answer_length`` mask tokens. At each denoising step the language model predicts
-every masked position at once and the most confident predictions are committed (low-confidence
-remasking: the rest stay masked). Optionally the answer is decoded block by block, left to right, with
-the step budget split evenly between blocks (LLaDA's semi-autoregressive mode).
+The answer starts as ``answer_length`` mask tokens and is decoded block by block, left to right
+(LLaDA's semi-autoregressive mode; one block by default). At each denoising step the language model
+predicts every position at once; among the still-masked positions of the current block, the ``n``
+with the highest confidence are committed and the rest stay masked (remasking). ``n`` per step comes
+from the block's schedule: LLaDA's even split, or one of LaViDa's schedules (linear, cosine,
+logit-normal, timestep shift).
 
-Attention is bidirectional. Under the *prefix-DLM* pattern (LaViDa) the prefix (image + prompt) attends
-only within itself and the answer attends to everything, so the prefix keys and values never depend
-on the answer: they are computed once and reused at every step. ``use_prefix_cache=False`` recomputes
-the whole sequence at every step with the same mask, which gives the same numbers (up to float
-rounding) and is what the cache is checked against.
+What follows LLaDA's ``generate()`` (ML-GSAI/LLaDA ``generate.py``) and LaViDa's
+(``llava/model/language_model/llada/generate.py``) exactly:
+
+- steps: ``steps`` in total, split evenly over the blocks and **required to divide** by the number
+  of blocks (LLaDA asserts it); or LaViDa's ``steps_per_block`` (clamped to the block length) and
+  ``step_ratio`` (``int(steps_per_block × ratio)``). Default: one token per step (``steps =
+  answer_length``), which is LLaDA's default (128 steps, 128 tokens) and LaViDa's evaluation default.
+- Gumbel-max sampling and the confidences are computed in float64 (LLaDA: low precision Gumbel
+  noise hurts generation quality, arXiv 2409.02908); sampling is ``exp(logits) / (−log u)^T``.
+- remasking by ``low_confidence`` (probability of the prediction), ``margin`` (top-1 − top-2
+  probability), ``entropy`` (Σ p log p: the least uncertain first) or ``random``.
+- classifier-free guidance: a second pass with every prompt position masked,
+  ``logits = uncond + (cfg_scale + 1)(cond − uncond)`` (LLaDA's formula).
+- the mask token's own logit is left alone (a position predicted as the mask stays masked and is
+  predicted again, as in LLaDA); ``suppress_mask_token=True`` forbids it instead.
+
+Attention. LLaDA and the LaViDa release were trained fully bidirectional (LaViDa's ``prefix_lm``
+defaults to False in training). Under the *prefix-DLM* pattern the prefix (image + prompt) attends only
+within itself and the answer to everything, so the prefix keys/values never depend on the answer and
+are computed once (LaViDa's inference speed-up, an approximation for a checkpoint trained
+bidirectionally). ``attention=None`` takes the checkpoint's training attention from its config
+(``diffusion_training_attention``, written by the converters), else ``"bidirectional"``;
+``use_prefix_cache=None`` caches exactly when the attention is prefix-DLM.
 
 Any transformers decoder that accepts a custom 4D additive mask (``LlamaModel``, ``Qwen2Model``, the
 ``language_model`` inside ``LlavaOnevisionForConditionalGeneration``) serves as the bidirectional
@@ -19,6 +39,8 @@ causal stand-in into a bidirectional one.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,73 +51,164 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from ..diagnostics.profiling import StageTimer, maybe_stage
 
 __all__ = [
+    "DIFFUSION_ATTENTION_KEY",
     "DiffusionConfig",
     "DiffusionOutput",
     "PrefixState",
     "MaskedDiffusionGenerator",
     "attention_allowed",
     "additive_mask",
+    "block_transfer_counts",
+    "checkpoint_diffusion_attention",
+    "remasking_confidence",
     "transfer_schedule",
 ]
+
+Attention = Literal["bidirectional", "prefix_dlm"]
+Remasking = Literal["low_confidence", "margin", "entropy", "random"]
+Schedule = Literal["uniform", "linear", "cosine", "logit_normal", "shift"]
+
+# Config attribute (on the language model's config) naming the attention a masked-diffusion
+# checkpoint was trained with; its presence is what marks a language model as a diffusion LM.
+DIFFUSION_ATTENTION_KEY = "diffusion_training_attention"
+_ATTENTIONS = ("bidirectional", "prefix_dlm")
+_REMASKINGS = ("low_confidence", "margin", "entropy", "random")
+_SCHEDULES = ("uniform", "linear", "cosine", "logit_normal", "shift")
+
+
+def checkpoint_diffusion_attention(config) -> str | None:
+    """The attention a masked-diffusion checkpoint was trained with (``"bidirectional"`` or
+    ``"prefix_dlm"``), read from its config or its ``text_config``; ``None`` for an autoregressive model."""
+    for candidate in (config, getattr(config, "text_config", None)):
+        value = getattr(candidate, DIFFUSION_ATTENTION_KEY, None) if candidate is not None else None
+        if value is not None:
+            if value not in _ATTENTIONS:
+                raise ValueError(f"config {DIFFUSION_ATTENTION_KEY}={value!r}; expected one of {_ATTENTIONS}")
+            return value
+    return None
 
 
 @dataclass
 class DiffusionConfig:
-    """Every knob of the masked-diffusion decoder.
+    """Every knob of the masked-diffusion decoder (defaults: LLaDA ``generate()``'s).
 
     Args:
-        mask_token_id: id of the mask token (LLaDA: 126336; the tiny tokenizer: ``<|mdm_mask|>``).
-        answer_length: number of answer tokens generated (fixed; text after an end-of-sequence token
-            is padding the caller strips).
-        steps: denoising steps in total (LaViDa/LLaDA default 30 here). Split evenly across blocks;
-            a block never takes more steps than it has tokens.
-        block_length: tokens per semi-autoregressive block; ``None`` decodes the whole answer as one
-            block. Must divide ``answer_length``.
-        temperature: 0 picks the argmax at each masked position; > 0 samples from
-            ``softmax(logits / temperature)`` (Gumbel-max).
-        remasking: ``"low_confidence"`` commits the positions whose predicted token has the highest
-            probability; ``"random"`` commits random masked positions.
-        use_prefix_cache: encode the prefix once and reuse its KV cache at every step. Only valid with
-            ``attention="prefix_dlm"``.
-        attention: ``"prefix_dlm"`` (prefix attends to the prefix, answer to everything; LaViDa) or
-            ``"bidirectional"`` (every token attends to every token; LLaDA, no prefix cache possible).
+        mask_token_id: id of the mask token (LLaDA/LaViDa: 126336; the tiny tokenizer: ``<|mdm_mask|>``).
+        answer_length: L, answer tokens generated (LLaDA ``gen_length``, LaViDa ``max_new_tokens``;
+            default 128). Text after an end-of-sequence token is padding the caller strips.
+        block_length: tokens per semi-autoregressive block; ``None`` = one block of L (LLaDA's
+            default 128 = L). Must divide L. LaViDa's evaluation uses ``min(128, L)``.
+        steps: denoising steps in total, split evenly across blocks; must divide by the number of
+            blocks. ``None`` = L (one token per step). LLaDA's example: 128 steps, L = 128, block 32.
+        steps_per_block: LaViDa's ``step_per_block``: steps of each block (clamped to the block
+            length); excludes ``steps`` and ``step_ratio``.
+        step_ratio: LaViDa's ``step_ratio``: each block runs ``int(steps_per_block × ratio)`` steps
+            (its COCO setting: 0.5).
+        schedule: tokens committed per step within a block: ``"uniform"`` (LLaDA: even split, the
+            remainder to the first steps) or LaViDa's ``"linear"``, ``"cosine"``, ``"logit_normal"``,
+            ``"shift"`` (at least one token per step; see ``block_transfer_counts``).
+        schedule_shift: the shift α of ``schedule="shift"`` (LaViDa's default 3; its COCO run 0.33).
+        temperature: 0 takes the argmax; > 0 samples by float64 Gumbel-max, ``exp(logits) / (−log u)^T``.
+        remasking: confidence that ranks masked positions: ``"low_confidence"`` (probability of the
+            prediction; LLaDA's default), ``"margin"`` (top-1 − top-2 probability), ``"entropy"``
+            (Σ p log p) or ``"random"``.
+        cfg_scale: classifier-free guidance scale (0 = off): an extra pass with the prompt masked.
+        suppress_mask_token: set the mask token's logit to −∞ before predicting (LLaDA does not).
+        attention: ``"bidirectional"`` (every token attends to every token) or ``"prefix_dlm"``
+            (prefix attends to the prefix, answer to everything; LaViDa's cached inference).
+            ``None``: the checkpoint's training attention (see ``checkpoint_diffusion_attention``),
+            else ``"bidirectional"``; ``"prefix_dlm"`` when ``use_prefix_cache=True``.
+        use_prefix_cache: encode the prefix once and reuse its KV cache at every step; needs
+            ``prefix_dlm``. ``None``: cache exactly when the attention is ``prefix_dlm``.
     """
 
     mask_token_id: int
-    answer_length: int = 32
-    steps: int = 30
+    answer_length: int = 128
     block_length: int | None = None
+    steps: int | None = None
+    steps_per_block: int | None = None
+    step_ratio: float | None = None
+    schedule: Schedule = "uniform"
+    schedule_shift: float = 3.0
     temperature: float = 0.0
-    remasking: Literal["low_confidence", "random"] = "low_confidence"
-    use_prefix_cache: bool = True
-    attention: Literal["prefix_dlm", "bidirectional"] = "prefix_dlm"
+    remasking: Remasking = "low_confidence"
+    cfg_scale: float = 0.0
+    suppress_mask_token: bool = False
+    attention: Attention | None = None
+    use_prefix_cache: bool | None = None
 
     def __post_init__(self) -> None:
         if self.answer_length <= 0:
             raise ValueError(f"answer_length must be positive, got {self.answer_length}")
-        if self.steps <= 0:
-            raise ValueError(f"steps must be positive, got {self.steps}")
         block = self.block_length or self.answer_length
         if block <= 0 or self.answer_length % block:
             raise ValueError(
                 f"block_length ({self.block_length}) must be positive and divide answer_length "
                 f"({self.answer_length})"
             )
-        if self.steps < self.answer_length // block:
-            raise ValueError(
-                f"steps ({self.steps}) must be at least the number of blocks ({self.answer_length // block})"
-            )
+        if self.steps is not None and self.steps_per_block is not None:
+            raise ValueError("pass steps (in total) or steps_per_block (LaViDa), not both")
+        if self.step_ratio is not None and self.steps_per_block is not None:
+            raise ValueError("pass step_ratio or steps_per_block, not both (LaViDa refuses both too)")
+        if self.steps is not None:
+            if self.steps <= 0:
+                raise ValueError(f"steps must be positive, got {self.steps}")
+            if self.steps % self.num_blocks:
+                raise ValueError(
+                    f"steps ({self.steps}) must be divisible by the number of blocks ({self.num_blocks} = "
+                    f"answer_length {self.answer_length} / block_length {block}), as LLaDA asserts; "
+                    f"use steps={self.num_blocks * max(1, self.steps // self.num_blocks)} or steps_per_block"
+                )
+        if self.steps_per_block is not None and self.steps_per_block <= 0:
+            raise ValueError(f"steps_per_block must be positive, got {self.steps_per_block}")
+        if self.step_ratio is not None and not self.step_ratio > 0:
+            raise ValueError(f"step_ratio must be > 0, got {self.step_ratio}")
+        if self.block_steps() < 1:
+            raise ValueError(f"step_ratio {self.step_ratio} leaves no denoising step per block; raise it")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "shift" and not self.schedule_shift > 0:
+            raise ValueError(f"schedule_shift must be > 0, got {self.schedule_shift}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.remasking not in ("low_confidence", "random"):
-            raise ValueError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
-        if self.attention not in ("prefix_dlm", "bidirectional"):
-            raise ValueError(f"attention must be 'prefix_dlm' or 'bidirectional', got {self.attention!r}")
-        if self.use_prefix_cache and self.attention != "prefix_dlm":
+        if self.remasking not in _REMASKINGS:
+            raise ValueError(f"remasking must be one of {_REMASKINGS}, got {self.remasking!r}")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if self.attention is not None and self.attention not in _ATTENTIONS:
+            raise ValueError(f"attention must be one of {_ATTENTIONS} or None, got {self.attention!r}")
+        if self.use_prefix_cache and self.attention == "bidirectional":
             raise ValueError(
                 "use_prefix_cache needs attention='prefix_dlm': under full bidirectional attention the "
                 "prefix keys depend on the answer, so they cannot be cached"
             )
+
+    @property
+    def num_blocks(self) -> int:
+        return self.answer_length // (self.block_length or self.answer_length)
+
+    def block_steps(self) -> int:
+        """Denoising steps each block runs (before dropping steps that would commit nothing)."""
+        block = self.block_length or self.answer_length
+        if self.steps_per_block is not None:
+            return min(self.steps_per_block, block)
+        total = self.answer_length if self.steps is None else self.steps
+        per_block = total // self.num_blocks
+        if self.step_ratio is not None:
+            per_block = int(per_block * self.step_ratio)
+        return per_block
+
+    def resolve(self, model_config=None) -> DiffusionConfig:
+        """A copy with ``attention`` and ``use_prefix_cache`` decided (see the class docstring)."""
+        attention = self.attention
+        if attention is None:
+            if self.use_prefix_cache:
+                attention = "prefix_dlm"
+            else:
+                attention = (checkpoint_diffusion_attention(model_config) if model_config is not None else None)
+                attention = attention or "bidirectional"
+        use_cache = attention == "prefix_dlm" if self.use_prefix_cache is None else self.use_prefix_cache
+        return dataclasses.replace(self, attention=attention, use_prefix_cache=use_cache)
 
 
 @dataclass
@@ -103,12 +216,15 @@ class DiffusionOutput:
     """What ``MaskedDiffusionGenerator.generate`` returns.
 
     Attributes:
-        sequences: (B, answer_length) generated answer ids (no mask token left).
+        sequences: (B, answer_length) generated answer ids. With ``suppress_mask_token=False`` (LLaDA's
+            behaviour) a position the model still predicts as the mask token at its block's last step
+            stays the mask token.
         unmask_step: (B, answer_length) the denoising step (0-based, counted over all blocks) at which
             each position was committed: the decoder's decisions, step by step.
         step_logits: one (B, answer_length, V) float tensor per executed step, the logits the model
             produced; only with ``output_logits=True``.
-        num_model_calls: forward passes of the language model (the prefix pass counts as one).
+        num_model_calls: forward passes of the language model (a prefix pass counts as one; guidance
+            doubles every pass).
     """
 
     sequences: torch.LongTensor
@@ -182,18 +298,79 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
+def _noise_level(schedule: str, t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Fraction of a block unmasked by time t ∈ [0, 1] under LaViDa's schedules (float32, as LaViDa)."""
+    if schedule == "linear":
+        return t
+    if schedule == "shift":
+        return shift * t / (1 + (shift - 1) * t)
+    if schedule == "cosine":
+        return 1 - 0.5 * (1 + torch.cos(math.pi * t))
+    if schedule == "logit_normal":
+        return 0.5 * (1 + torch.erf(torch.log(t / (1 - t)) / torch.sqrt(torch.tensor(2.0))))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def block_transfer_counts(block_length: int, steps: int, schedule: str = "uniform", shift: float = 3.0) -> list[int]:
+    """Tokens committed at each step of one block; they sum to ``block_length``.
+
+    ``"uniform"`` is LLaDA's ``get_num_transfer_tokens``: ``block_length // steps`` per step, the
+    remainder to the first steps (steps beyond the block length commit nothing). The others are
+    LaViDa's ``get_num_transfer_tokens_sch``: with ``S = min(steps, block_length)`` and
+    ``F_k = ⌊σ(k / S) · block_length⌋`` for the schedule's σ, step counts are ``F_k − F_{k−1}`` raised
+    to at least 1, the excess taken back one token at a time from the first steps (never below 1),
+    and the order reversed. (LaViDa's own ``cosine`` calls NumPy on a tensor and fails; this is its
+    formula.)
+    """
+    if steps < 1 or block_length < 1:
+        raise ValueError(f"block_length ({block_length}) and steps ({steps}) must be positive")
+    if schedule == "uniform":
+        base, remainder = divmod(block_length, steps)
+        return [base + (step < remainder) for step in range(steps)]
+    steps = min(steps, block_length)
+    levels = _noise_level(schedule, torch.linspace(0, 1, steps + 1), shift)
+    marks = (levels * block_length).to(torch.int64)
+    counts = (marks[1:] - marks[:-1]).clamp(min=1).tolist()
+    excess, index = sum(counts) - block_length, 0
+    while excess > 0:  # the plan is a handful of integers: a Python loop is clearest here
+        index %= len(counts)
+        if counts[index] > 1:
+            counts[index] -= 1
+            excess -= 1
+        index += 1
+    return counts[::-1]
+
+
 def transfer_schedule(config: DiffusionConfig) -> list[tuple[int, int]]:
     """The decoding plan: one ``(block_index, tokens_to_commit)`` per executed step.
 
-    Each block's tokens are spread evenly over its steps, the remainder going to the first steps
-    (LLaDA's ``get_num_transfer_tokens``); steps that would commit nothing are dropped.
+    Steps that would commit nothing (more steps than tokens under ``"uniform"``) are dropped: they
+    would leave the tokens unchanged, so dropping them changes nothing but the model calls.
     """
     block_length = config.block_length or config.answer_length
-    num_blocks = config.answer_length // block_length
-    steps_per_block = min(config.steps // num_blocks, block_length)
-    base, remainder = divmod(block_length, steps_per_block)
-    counts = [base + (step < remainder) for step in range(steps_per_block)]
-    return [(block, count) for block in range(num_blocks) for count in counts]
+    counts = block_transfer_counts(block_length, config.block_steps(), config.schedule, config.schedule_shift)
+    return [(block, count) for block in range(config.num_blocks) for count in counts if count > 0]
+
+
+def remasking_confidence(
+    logits: torch.Tensor, prediction: torch.Tensor, remasking: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(B, L, V) logits and (B, L) predictions -> (B, L) float64 confidence (higher commits first).
+
+    ``low_confidence``: p(prediction); ``margin``: top-1 − top-2 probability; ``entropy``:
+    Σ p log(p + 1e-10) (negative entropy); ``random``: uniform noise. Probabilities in float64.
+    """
+    if remasking == "random":
+        return torch.rand(prediction.shape, generator=generator, device=logits.device, dtype=torch.float64)
+    probs = logits.to(torch.float64).softmax(-1)
+    if remasking == "low_confidence":
+        return probs.gather(-1, prediction[..., None]).squeeze(-1)
+    if remasking == "margin":
+        top = probs.topk(2, dim=-1).values
+        return top[..., 0] - top[..., 1]
+    if remasking == "entropy":
+        return (probs * torch.log(probs + 1e-10)).sum(-1)
+    raise ValueError(f"remasking must be one of {_REMASKINGS}, got {remasking!r}")
 
 
 class MaskedDiffusionGenerator(nn.Module):
@@ -204,7 +381,7 @@ class MaskedDiffusionGenerator(nn.Module):
             ``inputs_embeds``, a 4D additive ``attention_mask``, ``position_ids`` and ``cache``;
             returns ``last_hidden_state``.
         lm_head: hidden states (…, D) -> logits (…, V).
-        config: ``DiffusionConfig``.
+        config: ``DiffusionConfig``; ``self.config`` is its resolved copy (attention and cache decided).
 
     ``MaskedDiffusionGenerator.from_model(model, config)`` takes a ``*ForCausalLM`` or a
     ``LlavaOnevisionForConditionalGeneration`` directly.
@@ -214,7 +391,8 @@ class MaskedDiffusionGenerator(nn.Module):
         super().__init__()
         self.language_model = language_model
         self.lm_head = lm_head
-        self.config = config
+        # attention / use_prefix_cache = None are decided here, from the checkpoint's config.
+        self.config = config.resolve(getattr(language_model, "config", None))
 
     @classmethod
     def from_model(cls, model: nn.Module, config: DiffusionConfig) -> MaskedDiffusionGenerator:
@@ -268,6 +446,9 @@ class MaskedDiffusionGenerator(nn.Module):
                     f"got {tuple(prompt_attention_mask.shape)}"
                 )
             valid = prompt_attention_mask.to(device=embeds.device, dtype=torch.bool)
+        return self._encode(embeds, valid)
+
+    def _encode(self, embeds: torch.Tensor, valid: torch.Tensor) -> PrefixState:
         counts = valid.long().cumsum(1)
         prefix_positions = (counts - 1).clamp(min=0)
         answer_positions = counts[:, -1:] + torch.arange(self.config.answer_length, device=embeds.device)
@@ -285,6 +466,12 @@ class MaskedDiffusionGenerator(nn.Module):
             )
             cache = Cache(layers=[_FrozenPrefixLayer(layer.keys, layer.values) for layer in prefix_cache.layers])
         return PrefixState(embeds, valid, prefix_positions, answer_positions, cache)
+
+    def unconditional_prefix(self, prefix: PrefixState) -> PrefixState:
+        """The classifier-free-guidance prefix: every prompt position replaced by the mask token (LLaDA
+        masks the whole prompt for its unconditional pass), padding kept as padding."""
+        mask_embed = self.embed(torch.tensor([[self.config.mask_token_id]], device=prefix.embeds.device))
+        return self._encode(mask_embed.to(prefix.embeds.dtype).expand_as(prefix.embeds), prefix.valid)
 
     @torch.no_grad()
     def answer_logits(self, prefix: PrefixState, answer_ids: torch.LongTensor) -> torch.Tensor:
@@ -326,8 +513,10 @@ class MaskedDiffusionGenerator(nn.Module):
             timer: optional ``StageTimer`` receiving stages ``prefix`` and ``denoise``.
         """
         config = self.config
+        guided = config.cfg_scale > 0
         with maybe_stage(timer, "prefix"):
             prefix = self.encode_prefix(prompt_ids, prompt_embeds, prompt_attention_mask)
+            unconditional = self.unconditional_prefix(prefix) if guided else None
         batch, device = prefix.valid.shape[0], prefix.valid.device
         length = config.answer_length
         block_length = config.block_length or length
@@ -340,21 +529,21 @@ class MaskedDiffusionGenerator(nn.Module):
         with maybe_stage(timer, "denoise"):
             for step, (block, count) in enumerate(schedule):
                 logits = self.answer_logits(prefix, answer)
+                if guided:
+                    uncond = self.answer_logits(unconditional, answer)
+                    logits = uncond + (config.cfg_scale + 1) * (logits - uncond)
                 if output_logits:
                     step_logits.append(logits)
-                # The mask token is never an answer: committing it would leave a hole the schedule skips.
-                mask_column = torch.tensor([config.mask_token_id], device=device)
-                logits = logits.index_fill(-1, mask_column, float("-inf"))
+                if config.suppress_mask_token:
+                    logits = logits.index_fill(-1, torch.tensor([config.mask_token_id], device=device), float("-inf"))
                 if config.temperature > 0:
-                    uniform = torch.rand(logits.shape, generator=generator, device=device).clamp_(min=1e-20)
-                    gumbel = -torch.log(-torch.log(uniform))
-                    prediction = (logits / config.temperature + gumbel).argmax(-1)
+                    # Gumbel-max in float64: argmax exp(l) / (-log u)^T = argmax l / T + Gumbel noise.
+                    noise = torch.rand(logits.shape, generator=generator, device=device, dtype=torch.float64)
+                    prediction = (logits.to(torch.float64).exp() / (-torch.log(noise)) ** config.temperature).argmax(-1)
                 else:
                     prediction = logits.argmax(-1)
-                if config.remasking == "low_confidence":
-                    confidence = logits.softmax(-1).gather(-1, prediction[..., None]).squeeze(-1)
-                else:
-                    confidence = torch.rand((batch, length), generator=generator, device=device)
+                confidence = remasking_confidence(logits, prediction, config.remasking, generator)
+                # A position predicted as the mask token stays masked and is a candidate again next step.
                 candidate = (answer == config.mask_token_id) & (block_of_position == block)
                 confidence = confidence.masked_fill(~candidate, float("-inf"))
                 # Every row has the same number of masked positions per block, so one top-k serves the batch.
@@ -366,5 +555,5 @@ class MaskedDiffusionGenerator(nn.Module):
             sequences=answer,
             unmask_step=unmask_step,
             step_logits=tuple(step_logits) if output_logits else None,
-            num_model_calls=len(schedule) + int(prefix.cache is not None),
+            num_model_calls=(len(schedule) + int(prefix.cache is not None)) * (2 if guided else 1),
         )

@@ -21,7 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..data.video import read_video, uniform_frame_indices
 from ..diagnostics.memory_stats import MemoryTrace, MemoryTraceRecorder
-from ..geometry import FrameGeometry, GeometrySource, load_geometry_source, read_frames
+from ..geometry import FrameGeometry, GeometrySource, check_metric_scale, load_geometry_source, read_frames
 from ..memory import MemoryState
 from .processing import VLM2Processor
 from .vlm2 import VLM2ForConditionalGeneration, VLM2VideoOutput
@@ -72,8 +72,12 @@ def load_vlm2(
 ) -> tuple[VLM2ForConditionalGeneration, VLM2Processor]:
     """Load a VLM² or a plain LLaVA-OneVision checkpoint directory and its processor, offline.
 
+    A ``spatialvlm train`` output folder or one of its ``checkpoint-N`` folders loads too: the base
+    model it records, its LoRA adapters (merged) and its trained VLM² modules.
+
     Args:
-        model_dir: local directory (``config.json``, safetensors weights, tokenizer files).
+        model_dir: local directory (``config.json``, safetensors weights, tokenizer files), or a
+            training output / checkpoint (``spatialvlm_training.json``, ``trained_parameters.safetensors``).
         dtype: e.g. ``torch.bfloat16``; None keeps the stored dtype (float32 here).
         device: where to put the model; None leaves it on CPU.
         flags: VLM² flags overriding the stored config (``use_dual_memory=True``, ...).
@@ -85,29 +89,60 @@ def load_vlm2(
     path = Path(model_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
-    kwargs: dict[str, Any] = dict(flags)
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = VLM2ForConditionalGeneration.from_pretrained(path, **kwargs)
+    if _is_training_checkpoint(path):
+        model = _load_training_checkpoint(path, dtype, flags)
+    else:
+        kwargs: dict[str, Any] = dict(flags)
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = VLM2ForConditionalGeneration.from_pretrained(path, **kwargs)
     if device is not None:
         model = model.to(device)
-    processor = VLM2Processor.from_pretrained(path)
+    # The model was trained with one coordinate normalisation: its config decides the processor's.
+    processor = VLM2Processor.from_pretrained(path, coordinate_normalization=model.config.coordinate_normalization)
     return model.eval(), processor
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    from ..train.checkpoint import MANIFEST_NAME
+
+    return (path / MANIFEST_NAME).is_file()
+
+
+def _load_training_checkpoint(path: Path, dtype: torch.dtype | str | None, flags: dict[str, Any]) -> VLM2ForConditionalGeneration:
+    """Base + merged LoRA + trained VLM² parts of a ``spatialvlm train`` output (or checkpoint-N)."""
+    from ..train.checkpoint import CheckpointManifest, load_trained_model
+    from .vlm2 import VLM2Config
+
+    manifest = CheckpointManifest.load(path)
+    if manifest.task != "vlm2":
+        raise ValueError(
+            f"{path} is a '{manifest.task}' training checkpoint, not a VLM² video model"
+            + ("; ask about an image with it (spatialvlm ask --image)" if manifest.task == "shirgx" else "")
+        )
+    config = VLM2Config.from_base(VLM2Config.from_pretrained(path), **flags) if flags else None
+    model = load_trained_model(path, merge_lora=True, torch_dtype=dtype, config=config)
+    if not isinstance(model, VLM2ForConditionalGeneration):
+        raise TypeError(f"{path} rebuilt a {type(model).__name__}, not a VLM2ForConditionalGeneration")
+    return model
 
 
 def load_video_geometry(
     geometry: str | os.PathLike | GeometrySource | FrameGeometry,
     frame_indices: Sequence[int],
     progress: bool = False,
+    coordinate_normalization: str = "per_video",
 ) -> FrameGeometry:
     """Geometry of the sampled frames, matched by video frame index: batched FrameGeometry (T, ...).
 
     ``geometry`` is a folder (``frame_00000.safetensors`` ... or ScanNet-style), any
     ``GeometrySource``, or an already batched FrameGeometry with one entry per sampled frame.
+    ``coordinate_normalization="metric"`` refuses a source without metric scale.
     """
     if isinstance(geometry, FrameGeometry):
         return geometry
     source = load_geometry_source(geometry)
+    check_metric_scale(source, coordinate_normalization)
     try:
         return read_frames(source, [int(i) for i in frame_indices], progress=progress)
     except KeyError as error:
@@ -166,17 +201,12 @@ def generate_answer(
 
     Args:
         prompt: chat prompt with one ``<video>`` placeholder (e.g. ``processor.video_prompt(q)``).
-        video_features: (S, Dt) language-model tokens of the video (frames then newline); S must be
+        video_features: (S, Dt) language-model tokens of the video in the model's layout; S must be
             ``processor.num_video_tokens(T)`` for some T.
     Returns:
         ``(text, number of new tokens)``.
     """
-    tokens_per_frame = processor.tokens_per_frame
-    if (video_features.shape[0] - 1) % tokens_per_frame:
-        raise ValueError(
-            f"video_features has {video_features.shape[0]} tokens; expected T · {tokens_per_frame} + 1"
-        )
-    num_frames = (video_features.shape[0] - 1) // tokens_per_frame
+    num_frames = processor.num_frames_of(video_features.shape[0])
     text = prompt.replace(processor.video_token, processor.video_token * processor.num_video_tokens(num_frames), 1)
     encoded = processor.tokenizer(text, return_tensors="pt")
     device = model.device
@@ -231,7 +261,9 @@ def ask_video(
         )
     start = time.perf_counter()
     frames, indices = _sample_frames(video, num_frames, allow_fewer_frames)
-    frame_geometry = None if geometry is None else load_video_geometry(geometry, indices, progress=progress)
+    frame_geometry = None if geometry is None else load_video_geometry(
+        geometry, indices, progress=progress, coordinate_normalization=processor.coordinate_normalization
+    )
     batch = processor(processor.video_prompt(question), videos=frames, geometry=frame_geometry)
     device, dtype = model.device, model.dtype
     video_inputs = {

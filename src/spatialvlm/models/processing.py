@@ -3,8 +3,15 @@
 transformers' ``LlavaOnevisionVideoProcessor`` needs torchvision, which this project cannot use, so
 frames go through ``spatialvlm.data.preprocess.siglip_preprocess`` (equal to ``SiglipImageProcessor``)
 and this class expands each ``<video>`` placeholder into the number of language tokens the model
-produces for it: ``num_frames · ceil(side/2)² + 1`` (2×2 bilinear pooling per frame, one newline
-token per video), where ``side = image_size // patch_size``.
+produces for it, from the same video token layout as the model's config (``video_pool_mode``,
+``video_pool_stride``, ``video_newline_position``): LLaVA-OneVision-HF ``num_frames · ceil(side/2)²
++ 1`` (bilinear, one newline per video) or LLaVA-Video ``num_frames · 13 · 14`` at side 27 (2×2
+average pooling, a newline after every row of every frame), where ``side = image_size // patch_size``.
+
+Prompts: ``system_prompt`` (LLaVA-Video / VLM-3R train with qwen_1_5's "You are a helpful
+assistant.") and ``time_instruction`` (LLaVA-Video's "The video lasts for X seconds, and N frames
+are uniformly sampled from it. These frames are located at …") are settings, on by default in
+directories written by ``spatialvlm convert``.
 
 Batches may hold videos of different lengths: ``pixel_values_videos`` is padded to the longest
 video and ``video_frame_mask`` (B, T) marks the real frames; each prompt gets the token count of its
@@ -19,7 +26,6 @@ the patch grid (masked mean of valid points), and normalised with one frame of r
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,17 +36,41 @@ from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
 from ..data.preprocess import siglip_preprocess
 from ..geometry import (
+    COORDINATE_NORMALIZATIONS,
     CoordinateStats,
     FrameGeometry,
-    compute_coordinate_stats,
     normalize_pose,
     normalize_world_coords,
     points_to_patch_coords,
+    video_coordinate_stats,
 )
 
-__all__ = ["VLM2Processor", "PROCESSOR_CONFIG_NAME", "collate_video_geometry"]
+__all__ = [
+    "VLM2Processor",
+    "PROCESSOR_CONFIG_NAME",
+    "QWEN_1_5_SYSTEM_PROMPT",
+    "collate_video_geometry",
+    "llava_video_time_instruction",
+]
 
 PROCESSOR_CONFIG_NAME = "vlm2_processor_config.json"
+
+# LLaVA-NeXT conversation template qwen_1_5 (conv_qwen): its system message.
+QWEN_1_5_SYSTEM_PROMPT = "You are a helpful assistant."
+
+# Model-config fields that decide how many tokens a video becomes (read by from_pretrained so the
+# processor always agrees with the model it sits beside).
+LAYOUT_FIELDS: tuple[str, ...] = ("video_pool_mode", "video_pool_stride", "video_newline_position")
+
+
+def llava_video_time_instruction(video_seconds: float, frame_seconds: Sequence[float]) -> str:
+    """LLaVA-Video's time instruction, character for character as its train.py writes it
+    (including the missing space before "Please")."""
+    frame_time = ",".join(f"{t:.2f}s" for t in frame_seconds)
+    return (
+        f"The video lasts for {video_seconds:.2f} seconds, and {len(frame_seconds)} frames are uniformly sampled "
+        f"from it. These frames are located at {frame_time}.Please answer the following questions related to this video."
+    )
 
 # A video is either decoded RGB frames (T, H, W, 3) uint8, a list of PIL images, or frames already
 # preprocessed to (T, 3, S, S) float.
@@ -60,6 +90,16 @@ class VLM2Processor:
         point_confidence_threshold: pixels whose confidence is below this do not count when point
             maps are pooled to patches (None: confidence ignored).
         coordinate_clip: normalised coordinates are clamped to ±clip spreads.
+        coordinate_normalization: "per_video" (median centre and spread of each video), "metric"
+            (metres in the first camera's frame over ``METRIC_COORDINATE_SCALE``) or "fixed"
+            (``coordinate_stats``); see ``spatialvlm.geometry.normalize``.
+        coordinate_stats: the statistics of "fixed" mode (``CoordinateStats.fixed`` or its
+            ``to_dict()``).
+        video_pool_mode, video_pool_stride, video_newline_position: the model's video token layout
+            (``VLM2Config`` fields of the same names); defaults are LLaVA-OneVision-HF's.
+        system_prompt: a system message put before every question (None: the chat template's own).
+        time_instruction: put LLaVA-Video's time instruction before the question when the frame
+            times are known (``video_prompt(..., frame_seconds=, video_seconds=)``).
     """
 
     def __init__(
@@ -74,9 +114,28 @@ class VLM2Processor:
         image_token: str = "<image>",
         point_confidence_threshold: float | None = None,
         coordinate_clip: float = 8.0,
+        coordinate_normalization: str = "per_video",
+        coordinate_stats: CoordinateStats | dict | None = None,
+        video_pool_mode: str = "bilinear",
+        video_pool_stride: int = 2,
+        video_newline_position: str = "one_token",
+        system_prompt: str | None = None,
+        time_instruction: bool = False,
     ) -> None:
+        from .vlm2 import VIDEO_NEWLINE_POSITIONS, VIDEO_POOL_MODES
+
         if image_size < patch_size:
             raise ValueError(f"image_size {image_size} is smaller than patch_size {patch_size}")
+        if video_pool_mode not in VIDEO_POOL_MODES or video_newline_position not in VIDEO_NEWLINE_POSITIONS:
+            raise ValueError(
+                f"unknown video layout ({video_pool_mode!r}, {video_newline_position!r}); pool modes are "
+                f"{VIDEO_POOL_MODES}, newline positions {VIDEO_NEWLINE_POSITIONS}"
+            )
+        self.video_pool_mode = video_pool_mode
+        self.video_pool_stride = int(video_pool_stride)
+        self.video_newline_position = video_newline_position
+        self.system_prompt = system_prompt
+        self.time_instruction = bool(time_instruction)
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.patch_size = int(patch_size)
@@ -87,6 +146,12 @@ class VLM2Processor:
         self.image_token = image_token
         self.point_confidence_threshold = point_confidence_threshold
         self.coordinate_clip = float(coordinate_clip)
+        if coordinate_normalization not in COORDINATE_NORMALIZATIONS:
+            raise ValueError(
+                f"coordinate_normalization must be one of {COORDINATE_NORMALIZATIONS}, got {coordinate_normalization!r}"
+            )
+        self.coordinate_normalization = coordinate_normalization
+        self.coordinate_stats = CoordinateStats.from_dict(coordinate_stats) if isinstance(coordinate_stats, dict) else coordinate_stats
         self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
 
@@ -97,11 +162,28 @@ class VLM2Processor:
 
     @property
     def tokens_per_frame(self) -> int:
-        """Language tokens per frame after LLaVA-OneVision's 2×2 pooling."""
-        return math.ceil(self.patches_per_side / 2) ** 2
+        """Language tokens per frame after the pooling, the "grid" / "frame" newlines included."""
+        from .vlm2 import video_grid_side, video_tokens_per_frame
+
+        grid = video_grid_side(self.patches_per_side, self.video_pool_mode, self.video_pool_stride)
+        return video_tokens_per_frame(grid, self.video_newline_position)
+
+    @property
+    def tokens_per_video(self) -> int:
+        """Tokens a video has besides its frames' (the "one_token" layout's newline)."""
+        return int(self.video_newline_position == "one_token")
 
     def num_video_tokens(self, num_frames: int) -> int:
-        return num_frames * self.tokens_per_frame + 1
+        return num_frames * self.tokens_per_frame + self.tokens_per_video
+
+    def num_frames_of(self, num_tokens: int) -> int:
+        """Inverse of ``num_video_tokens``; ValueError when no frame count gives ``num_tokens``."""
+        frames, rest = divmod(num_tokens - self.tokens_per_video, self.tokens_per_frame)
+        if rest or frames < 1:
+            raise ValueError(
+                f"{num_tokens} video tokens is not T · {self.tokens_per_frame} + {self.tokens_per_video} for any T ≥ 1"
+            )
+        return frames
 
     # ---------------------------------------------------------------- frames
     def preprocess_frames(self, frames: VideoInput) -> torch.Tensor:
@@ -131,8 +213,8 @@ class VLM2Processor:
 
         Args:
             frames: batched FrameGeometry with leading T (``spatialvlm.geometry.read_frames``).
-            stats: normalisation statistics to reuse (streaming); None computes them from this
-                video's valid patch coordinates.
+            stats: normalisation statistics to reuse (streaming); None computes them for this
+                video in the processor's ``coordinate_normalization`` mode.
 
         Returns:
             ``(inputs, stats)``: ``inputs`` maps forward names to tensors with leading T:
@@ -150,7 +232,7 @@ class VLM2Processor:
             side = self.patches_per_side
             coords, patch_valid = points_to_patch_coords(points, valid, grid=(side, side))
             if stats is None:
-                stats = compute_coordinate_stats(coords[None], patch_valid[None])
+                stats = self._video_stats(frames, coords[None], patch_valid[None])
             coords = normalize_world_coords(coords[None], patch_valid[None], stats, clip=self.coordinate_clip)[0]
             inputs["geometry_coords"] = coords
             inputs["geometry_coords_valid"] = patch_valid
@@ -158,10 +240,17 @@ class VLM2Processor:
             inputs["geometry_tokens"] = frames.geometry_tokens.float()
         if frames.camera_token is not None:
             inputs["camera_tokens"] = frames.camera_token.float()
+        if stats is None and self.coordinate_normalization != "per_video":
+            stats = self._video_stats(frames)
         if frames.pose is not None:
             pose = frames.pose.float()
             inputs["camera_poses"] = normalize_pose(pose[None], stats, clip=self.coordinate_clip)[0] if stats else pose
         return inputs, stats
+
+    def _video_stats(self, frames: FrameGeometry, coords=None, valid=None) -> CoordinateStats | None:
+        """This video's statistics in the processor's ``coordinate_normalization`` mode."""
+        poses = None if frames.pose is None else frames.pose.float()[None]
+        return video_coordinate_stats(self.coordinate_normalization, coords, valid, poses, self.coordinate_stats)
 
     def _covered_region(
         self, points: torch.Tensor, valid: torch.Tensor | None
@@ -184,11 +273,25 @@ class VLM2Processor:
             conversation, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def video_prompt(self, question: str) -> str:
-        """The chat prompt for one question about one video (generation prompt appended)."""
+    def video_prompt(
+        self,
+        question: str,
+        frame_seconds: Sequence[float] | None = None,
+        video_seconds: float | None = None,
+    ) -> str:
+        """The chat prompt for one question about one video (generation prompt appended).
+
+        With ``time_instruction`` on and the sampled frames' times (``frame_seconds``, seconds from
+        the start) and the video's length given, LLaVA-Video's time instruction goes between the
+        video and the question, as its training wrote it: ``<video>\n{instruction}\n{question}``.
+        """
+        if self.time_instruction and frame_seconds is not None and video_seconds is not None:
+            question = f"{llava_video_time_instruction(video_seconds, frame_seconds)}\n{question}"
         conversation = [
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}
         ]
+        if self.system_prompt:
+            conversation.insert(0, {"role": "system", "content": self.system_prompt})
         return self.apply_chat_template(conversation, add_generation_prompt=True)
 
     def __call__(
@@ -280,6 +383,13 @@ class VLM2Processor:
             "image_token": self.image_token,
             "point_confidence_threshold": self.point_confidence_threshold,
             "coordinate_clip": self.coordinate_clip,
+            "coordinate_normalization": self.coordinate_normalization,
+            "coordinate_stats": None if self.coordinate_stats is None else self.coordinate_stats.to_dict(),
+            "video_pool_mode": self.video_pool_mode,
+            "video_pool_stride": self.video_pool_stride,
+            "video_newline_position": self.video_newline_position,
+            "system_prompt": self.system_prompt,
+            "time_instruction": self.time_instruction,
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
@@ -302,6 +412,8 @@ class VLM2Processor:
             settings = json.loads(own.read_text())
         else:
             settings = _settings_from_hf_checkpoint(path)
+        # The model's own layout wins: model and processor must agree on the token count.
+        settings.update(_layout_from_model_config(path))
         settings.update(overrides)
         return cls(tokenizer=AutoTokenizer.from_pretrained(path), **settings)
 
@@ -311,6 +423,14 @@ def _is_single_frame_list(videos: list) -> bool:
     from PIL import Image
 
     return isinstance(videos[0], Image.Image)
+
+
+def _layout_from_model_config(path: Path) -> dict[str, Any]:
+    config = path / "config.json"
+    if not config.is_file():
+        return {}
+    raw = json.loads(config.read_text())
+    return {name: raw[name] for name in LAYOUT_FIELDS if name in raw}
 
 
 def _settings_from_hf_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,14 +1,18 @@
 """SHIRG-X image path for LLaVA-OneVision-style VLMs (SigLIP + projector + language model).
 
-    image ─ resize to 672 px ─ SigLIP (interpolate_pos_encoding, all hidden states)
-          ─ layer the projector was trained on ─┐
-          ─ optional scoring layer ─────────────┴─ ShirgXSelector ─ K + 144 tokens (+ coordinate embedding)
-          ─ multimodal projector ─ K + 144 language tokens replacing the prompt's <image>
+    image ─ 672 px view (squashed, or padded to keep the aspect ratio) ─ SigLIP (interpolate_pos_encoding)
+          ─ layer the projector was trained on ─ + coordinate embedding ─ projector, every patch ─┐
+          ─ question's own tokens (input embeddings) ─────────────────── Sim = ⟨P(f), ê⟩ ───────┤
+          ─ optional scoring layer (text-free saliency, merge gate, budget head) ────────────────┴─
+          ShirgXSelector: merge, spread, keep K, pool after the projector ─ K + 144 language tokens
 
 The one ``<image>`` placeholder of each prompt is expanded to as many tokens as the image yields and
 the projected features are scattered there, as LLaVA does. Without a selector the features come from
 the model's own ``get_image_features`` (its anyres path at its own resolution), so the base model's
-behaviour is unchanged. The path never modifies the wrapped model.
+behaviour is unchanged; ``base_path="lavida"`` runs LaViDa's own anyres path instead (2× bilinear
+pooling after the projector, newline tokens; ``models.lavida_image``). Baselines plug in as the
+selector (``selection.BaselineSelector``): VisionZip gets the projector layer's real attention,
+ToMe runs inside SigLIP. The path never modifies the wrapped model.
 
 Decoding: autoregressive (``model.generate``) or masked diffusion with a prefix cache
 (``MaskedDiffusionGenerator``). The image tokens are computed once, before decoding, and their count
@@ -27,38 +31,31 @@ from torch import nn
 
 from ..data.preprocess import siglip_preprocess
 from ..diagnostics.profiling import StageTimer, maybe_stage
-from ..selection import SelectionOutput, ShirgXSelector
-from ..selection.text_space import pull_back_text_embeds
+from ..selection import BaselineSelector, SelectionOutput, ShirgXSelector
 from .diffusion import DiffusionConfig, MaskedDiffusionGenerator
+from .lavida_image import expand_to_square, lavida_anyres_tokens, lavida_anyres_views
+from .siglip import layer_attention, tome_siglip_forward
 
 __all__ = [
     "ShirgXImageConfig",
     "ImageFeatures",
     "ImageAnswer",
     "ShirgXImagePath",
-    "effective_linear_weight",
     "expand_image_placeholders",
+    "question_token_ids",
     "build_shirgx_base",
     "load_shirgx_base",
 ]
 
 
-def effective_linear_weight(linear: nn.Module) -> torch.Tensor:
-    """(out, in) weight a linear layer applies: a peft LoRA layer's base weight plus its active
-    adapters' deltas (its ``.weight`` is the base weight alone until merged), else ``linear.weight``.
-
-    Scoring must see this, not ``.weight``: otherwise training (base + LoRA) and the merged model
-    rank patches against the question differently and keep different tokens.
-    """
-    if not hasattr(linear, "get_base_layer"):
-        return linear.weight
-    weight = linear.get_base_layer().weight
-    if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
-        return weight
-    for name in linear.active_adapters:
-        if name in getattr(linear, "lora_A", {}):
-            weight = weight + linear.get_delta_weight(name)
-    return weight
+def question_token_ids(tokenizer, question: str) -> list[int]:
+    """The question's own token ids for relevance: no special tokens, no chat template, no
+    post-prompt, surrounding whitespace stripped. Training (``ImageQADataset``) and ``answer()`` both
+    call this, so a question scores the same patches in both."""
+    ids = tokenizer(question.strip(), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("the question has no tokens to score patches with; pass text_conditioned=False for none")
+    return ids
 
 
 def build_shirgx_base(config) -> nn.Module:
@@ -94,9 +91,14 @@ class ShirgXImageConfig:
         score_layer: SigLIP ``hidden_states`` index the selector scores with; ``None`` scores with the
             projector's layer (``model.config.vision_feature_layer``), which is always what the
             projector receives.
-        text_conditioned: pull the question's embeddings back into the vision space
-            (``pull_back_text_embeds``) so relevance is question-driven; False uses the selector's
-            text-free saliency.
+        text_conditioned: score patches by the exact ⟨P(f_i), ê_q⟩ with the question's own tokens;
+            False uses the selector's text-free saliency.
+        aspect: "squash" resizes the image to image_size² (LaViDa's global view does the same);
+            "pad" keeps the aspect ratio, padding the short side with the mean colour first
+            (LLaVA's ``expand2square``), so no content is distorted.
+        base_path: without a selector, "model" uses the wrapped model's own ``get_image_features``;
+            "lavida" LaViDa's anyres path (views at the tower's size, 2× bilinear pooling after the
+            projector, ``image_newline`` after each row).
         resample: Pillow filter for the resize to ``image_size``.
         image_mean, image_std: SigLIP normalisation.
     """
@@ -104,6 +106,8 @@ class ShirgXImageConfig:
     image_size: int = 672
     score_layer: int | None = None
     text_conditioned: bool = True
+    aspect: Literal["squash", "pad"] = "squash"
+    base_path: Literal["model", "lavida"] = "model"
     resample: str = "bicubic"
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -199,6 +203,11 @@ class ShirgXImagePath(nn.Module):
         self.model = model
         self.selector = selector
         self.config = config or ShirgXImageConfig()
+        if self.config.aspect not in ("squash", "pad") or self.config.base_path not in ("model", "lavida"):
+            raise ValueError(
+                f"aspect must be 'squash' or 'pad' (got {self.config.aspect!r}), base_path 'model' or 'lavida' "
+                f"(got {self.config.base_path!r})"
+            )
         vision_config = model.config.vision_config
         if selector is not None:
             side = self.config.image_size // vision_config.patch_size
@@ -225,10 +234,20 @@ class ShirgXImagePath(nn.Module):
     def preprocess(self, images: Image.Image | list[Image.Image]) -> dict[str, torch.Tensor]:
         """PIL image(s) -> model inputs: ``pixel_values`` (B, 3, S, S) at ``image_size`` with the selector;
         the base LLaVA-OneVision anyres inputs (``pixel_values`` (B, tiles, 3, s, s), ``image_sizes``) without."""
+        config = self.config
         if self.selector is not None:
-            pixels = siglip_preprocess(images, self.config.image_size, self.config.image_mean,
-                                       self.config.image_std, self.config.resample)
+            if config.aspect == "pad":
+                fill = tuple(int(round(255 * m)) for m in config.image_mean)
+                images = [expand_to_square(i, fill) for i in (images if isinstance(images, list) else [images])]
+            pixels = siglip_preprocess(images, config.image_size, config.image_mean, config.image_std, config.resample)
             return {"pixel_values": pixels}
+        if config.base_path == "lavida":
+            if isinstance(images, list):
+                raise ValueError("base_path='lavida' takes one image per call (views differ per image)")
+            views = lavida_anyres_views(
+                images, self.model.config.vision_config.image_size, mean=config.image_mean, std=config.image_std
+            )
+            return {"pixel_values": views.pixel_values, "lavida_views": views}
         from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
             LlavaOnevisionImageProcessorPil,
         )
@@ -251,19 +270,32 @@ class ShirgXImagePath(nn.Module):
         question_mask: torch.Tensor | None = None,
         budget: int | None = None,
         timer: StageTimer | None = None,
+        lavida_views=None,
     ) -> ImageFeatures:
         """Image -> language-space tokens.
 
         Args:
             pixel_values: selector on: (B, 3, image_size, image_size); off: the base model's input.
             image_sizes: base path only, (B, 2).
-            question_embeds: (B, T, H) question token embeddings in the language model's input space.
+            question_embeds: (B, T, H) input embeddings of the question's own tokens
+                (``question_token_ids``).
             question_mask: (B, T) bool, True at real question tokens.
             budget: K; ``None`` lets the selector's adaptive head choose.
-            timer: optional ``StageTimer`` (stages vision, selection, projector).
+            timer: optional ``StageTimer`` (stages vision, then the selector's: embed, project,
+                scaffold, score, budget, merge, select).
+            lavida_views: ``base_path="lavida"`` only: the ``LavidaViews`` from ``preprocess``.
         """
         config = self.model.config
         if self.selector is None:
+            if self.config.base_path == "lavida":
+                if lavida_views is None:
+                    raise ValueError("base_path='lavida' needs lavida_views (from preprocess)")
+                with maybe_stage(timer, "vision"):
+                    tokens = lavida_anyres_tokens(
+                        self._inner.vision_tower, self._inner.multi_modal_projector, self._inner.image_newline,
+                        lavida_views, config.vision_feature_layer,
+                    )
+                return ImageFeatures(tokens[None])
             with maybe_stage(timer, "vision"):
                 features = self._inner.get_image_features(
                     pixel_values, image_sizes,
@@ -274,14 +306,30 @@ class ShirgXImagePath(nn.Module):
                 raise ValueError("images of one batch must give the same number of tokens on the base path")
             return ImageFeatures(torch.stack(list(features)))
 
+        if self._is_tome:
+            self._check_pixels(pixel_values)
+            budget = self.selector.config.default_budget if budget is None else budget
+            with maybe_stage(timer, "vision"):
+                merged = tome_siglip_forward(
+                    self._inner.vision_tower, pixel_values, self.selector.token_count(budget), config.vision_feature_layer
+                )
+            selection = self.selector(None, budget=budget, projector=self._inner.multi_modal_projector, tome=merged)
+            return ImageFeatures(selection.tokens, selection)
         hidden_states = self.vision_hidden_states(pixel_values, timer)
         return self.select_and_project(hidden_states, question_embeds, question_mask, budget, timer)
 
-    def vision_hidden_states(self, pixel_values: torch.Tensor, timer: StageTimer | None = None) -> tuple[torch.Tensor, ...]:
-        """SigLIP at ``image_size`` (position embeddings interpolated): every layer's (B, N, D) output."""
+    @property
+    def _is_tome(self) -> bool:
+        return isinstance(self.selector, BaselineSelector) and self.selector.method == "tome"
+
+    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         expected = (self.config.image_size, self.config.image_size)
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[-2:]) != expected:
             raise ValueError(f"pixel_values must be (B, 3, {expected[0]}, {expected[1]}); got {tuple(pixel_values.shape)}")
+
+    def vision_hidden_states(self, pixel_values: torch.Tensor, timer: StageTimer | None = None) -> tuple[torch.Tensor, ...]:
+        """SigLIP at ``image_size`` (position embeddings interpolated): every layer's (B, N, D) output."""
+        self._check_pixels(pixel_values)
         with maybe_stage(timer, "vision"):
             return self._inner.vision_tower(
                 pixel_values.to(self._inner.vision_tower.dtype), output_hidden_states=True,
@@ -298,31 +346,29 @@ class ShirgXImagePath(nn.Module):
     ) -> ImageFeatures:
         """SigLIP hidden states -> K + 144 selected, coordinate-embedded, projected tokens.
 
-        The projector's layer (``model.config.vision_feature_layer``) is what gets selected and
-        projected; ``config.score_layer`` only changes the scores.
+        The projector's layer (``model.config.vision_feature_layer``) is what gets projected (every
+        patch, through the projector as it is, LoRA included), scored against the question and
+        pooled; ``config.score_layer`` only changes the text-free saliency, the merge gate and the
+        budget head.
         """
         if self.selector is None:
             raise ValueError("select_and_project needs a selector; without one use image_features")
+        if self._is_tome:
+            raise ValueError("tome merges inside SigLIP, so it needs the pixels: use image_features")
         projector = self._inner.multi_modal_projector
-        projector_tokens = hidden_states[self.model.config.vision_feature_layer]
+        layer = self.model.config.vision_feature_layer
+        projector_tokens = hidden_states[layer]
         score_tokens = None if self.config.score_layer is None else hidden_states[self.config.score_layer]
-        text = None
-        if question_embeds is not None and self.config.text_conditioned:
-            text = self.question_vectors(question_embeds)
-        with maybe_stage(timer, "selection"):
-            selection = self.selector(projector_tokens, text, budget, text_mask=question_mask, score_tokens=score_tokens)
-        with maybe_stage(timer, "projector"):
-            tokens = projector(selection.tokens)
-        return ImageFeatures(tokens, selection)
-
-    def question_vectors(self, question_embeds: torch.Tensor) -> torch.Tensor:
-        """(B, T, H) question embeddings -> (B, T, D) vision-space vectors the selector scores against,
-        through the projector's effective (LoRA-adapted) weights. No gradient reaches the projector
-        through this path: it only ranks patches."""
-        projector = self._inner.multi_modal_projector
-        with torch.no_grad():
-            weights = [effective_linear_weight(projector.linear_1), effective_linear_weight(projector.linear_2)]
-        return pull_back_text_embeds(question_embeds, weights)
+        text = question_embeds if self.config.text_conditioned else None
+        extra = {}
+        if isinstance(self.selector, BaselineSelector) and self.selector.method == "visionzip":
+            attention = layer_attention(self._inner.vision_tower, hidden_states, layer)
+            extra = {"attention_received": attention.attention_received, "keys": attention.keys}
+        selection = self.selector(
+            projector_tokens, text, budget, text_mask=question_mask, score_tokens=score_tokens,
+            projector=projector, timer=timer, **extra,
+        )
+        return ImageFeatures(selection.tokens, selection)
 
     def build_inputs(
         self,
@@ -383,25 +429,29 @@ class ShirgXImagePath(nn.Module):
         budget: int | None = None,
         max_new_tokens: int = 32,
         diffusion_config: DiffusionConfig | None = None,
+        post_prompt: str = "",
     ) -> ImageAnswer:
         """Answer a question about one image.
 
         Args:
             image: any PIL image (resized to ``image_size`` with the selector).
-            question: the question text.
+            question: the question text; only its own tokens score patches (``question_token_ids``).
             tokenizer: the model's tokenizer (chat template with an image placeholder, or ChatML).
             decoding: ``"autoregressive"`` (greedy ``generate``) or ``"diffusion"``.
             budget: K, or ``None`` for the adaptive head.
             max_new_tokens: answer length (the diffusion answer length unless ``diffusion_config`` says).
             diffusion_config: knobs of the diffusion decoder (mask id defaults to the tokenizer's).
+            post_prompt: text after the question in the prompt (e.g. "\nAnswer the question using a
+                single word or phrase."); it is not part of the relevance query.
         """
         timer = StageTimer()
-        prompt_ids = tokenizer(self.prompt(question, tokenizer), return_tensors="pt").input_ids
-        question_ids = tokenizer(question, return_tensors="pt").input_ids
+        prompt_ids = tokenizer(self.prompt(question + post_prompt, tokenizer), return_tensors="pt").input_ids
+        question_ids = torch.tensor([question_token_ids(tokenizer, question)])
         inputs = self.preprocess(image)
         embeddings = self.model.get_input_embeddings()
         features = self.image_features(
-            inputs["pixel_values"], inputs.get("image_sizes"), embeddings(question_ids), budget=budget, timer=timer
+            inputs["pixel_values"], inputs.get("image_sizes"), embeddings(question_ids), budget=budget, timer=timer,
+            lavida_views=inputs.get("lavida_views"),
         )
         prompt = self.build_inputs(prompt_ids, features.tokens)
         if decoding == "diffusion":

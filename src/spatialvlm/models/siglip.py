@@ -13,7 +13,7 @@ encoder layer i, −1 the last layer (before ``post_layernorm``), −2 the penul
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,15 @@ from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from ..data.preprocess import siglip_preprocess
-from ..selection import pull_back_text_embeds
 
 __all__ = [
     "SiglipDualScaleExtractor",
     "SiglipPatchFeatures",
     "so400m_vision_config",
-    "projector_linear_weights",
-    "question_to_vision_space",
+    "LayerAttention",
+    "layer_attention",
+    "ToMeSiglipOutput",
+    "tome_siglip_forward",
 ]
 
 
@@ -126,29 +127,137 @@ class SiglipDualScaleExtractor(nn.Module):
         return self(self.preprocess(images))
 
 
-def projector_linear_weights(projector: nn.Module) -> list[torch.Tensor]:
-    """The ``nn.Linear`` weights of a projector in forward (registration) order.
+@dataclass
+class LayerAttention:
+    """Attention statistics of one SigLIP layer (VisionZip's inputs).
 
-    Works for LLaVA-OneVision's ``linear_1, act, linear_2`` and LaViDa's ``mm_projector``
-    (Linear, GELU, Linear).
+    Attributes:
+        attention_received: (B, N) softmax attention each token receives, summed over heads and
+            averaged over queries (SigLIP has no CLS token whose row VisionZip would read).
+        keys: (B, N, head_dim) the layer's keys averaged over heads (VisionZip's and ToMe's metric).
     """
-    weights = [module.weight for module in projector.modules() if isinstance(module, nn.Linear)]
-    if not weights:
-        raise ValueError(f"{type(projector).__name__} has no nn.Linear layers to pull question embeddings back through")
-    return weights
+
+    attention_received: torch.Tensor
+    keys: torch.Tensor
 
 
-def question_to_vision_space(projector: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function mapping LLM question embeddings (..., H) to the selector's Sim space (..., D).
+def _vision_transformer(vision_model: nn.Module) -> nn.Module:
+    """``SiglipVisionTransformer`` inside a ``SiglipVisionModel`` (or the transformer itself)."""
+    return getattr(vision_model, "vision_model", vision_model)
 
-    Uses ``selection.pull_back_text_embeds`` with the projector's weights: the vision-space direction
-    whose dot product with a patch feature equals (up to a constant) the dot product of the
-    linearised projector output with the question token.
+
+def _resolve_layer(layer: int, num_layers: int) -> int:
+    """hidden_states index (negative allowed) → the 1-based encoder layer that produced it."""
+    resolved = layer % (num_layers + 1)
+    if resolved == 0:
+        raise ValueError(f"layer {layer} is the patch embedding (hidden_states[0]), which has no attention")
+    return resolved
+
+
+def layer_attention(vision_model: nn.Module, hidden_states: Sequence[torch.Tensor], layer: int) -> LayerAttention:
+    """Attention received and keys of the encoder layer whose output is ``hidden_states[layer]``.
+
+    Recomputed from that layer's input ``hidden_states[layer − 1]`` with its own ``layer_norm1``,
+    ``q_proj`` and ``k_proj`` (exactly what the layer computed), one head at a time so the
+    (N, N) probabilities of only one head are held.
+
+    Args:
+        vision_model: ``SiglipVisionModel`` (or its ``vision_model``).
+        hidden_states: the tower's ``hidden_states`` (embeddings + every layer).
+        layer: hidden_states index of the projector's layer (e.g. −1 of a 26-layer LaViDa tower,
+            −2 of the full 27-layer so400m: VisionZip's layer −2).
     """
-    weights = projector_linear_weights(projector)
+    encoder_layers = _vision_transformer(vision_model).encoder.layers
+    index = _resolve_layer(layer, len(encoder_layers))
+    encoder_layer = encoder_layers[index - 1]
+    attention = encoder_layer.self_attn
+    with torch.no_grad():
+        inputs = encoder_layer.layer_norm1(hidden_states[index - 1])
+        batch, tokens, _ = inputs.shape
+        queries = attention.q_proj(inputs).view(batch, tokens, attention.num_heads, attention.head_dim)
+        keys = attention.k_proj(inputs).view(batch, tokens, attention.num_heads, attention.head_dim)
+        received = inputs.new_zeros(batch, tokens, dtype=torch.float32)
+        for head in range(attention.num_heads):
+            logits = queries[:, :, head] @ keys[:, :, head].transpose(1, 2) * attention.scale
+            received += logits.float().softmax(dim=-1).mean(dim=1)
+    return LayerAttention(received, keys.mean(dim=2))
 
-    def to_vision_space(question_embeds: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return pull_back_text_embeds(question_embeds, weights)
 
-    return to_vision_space
+@dataclass
+class ToMeSiglipOutput:
+    """Tokens of a SigLIP pass with ToMe merging inside.
+
+    Attributes:
+        tokens: (B, T, D) merged tokens at the requested layer (T = the requested count).
+        sizes: (B, T, 1) patches per token.
+        source: (B, T, N) 0/1 map from each token to the original patches.
+        schedule: r of every layer that ran.
+    """
+
+    tokens: torch.Tensor
+    sizes: torch.Tensor
+    source: torch.Tensor
+    schedule: list[int]
+
+
+def tome_siglip_forward(
+    vision_model: nn.Module,
+    pixel_values: torch.Tensor,
+    count: int,
+    layer: int = -1,
+    proportional_attention: bool = True,
+    interpolate_pos_encoding: bool = True,
+    schedule: Sequence[int] | None = None,
+) -> ToMeSiglipOutput:
+    """SigLIP with ToMe (Bolya et al., 2023) between attention and MLP of every layer up to ``layer``.
+
+    Per layer, as ToMe's ``ToMeBlock`` / ``ToMeAttention``: x += Attn(LN1(x)) with proportional
+    attention (logits + log size of the key token); r tokens merged by ``bipartite_soft_matching``
+    on the keys averaged over heads, size-weighted (``merge_wavg``); x += MLP(LN2(x)). The layers
+    after ``layer`` do not run (their output is not used).
+
+    Args:
+        vision_model: ``SiglipVisionModel`` (or its ``vision_model``), not modified.
+        pixel_values: (B, 3, S, S).
+        count: tokens to leave at ``layer`` (K + 144 to match SHIRG-X).
+        layer: hidden_states index of the projector's layer.
+        proportional_attention: ToMe's off-the-shelf setting (True).
+        interpolate_pos_encoding: for inputs larger than the checkpoint's size (672 px).
+        schedule: r per layer; default ``selection.tome_schedule`` (constant r reaching ``count``).
+    """
+    from ..selection import bipartite_soft_matching, merge_source, merge_wavg, tome_schedule
+
+    transformer = _vision_transformer(vision_model)
+    layers = transformer.encoder.layers
+    depth = _resolve_layer(layer, len(layers))
+    parameter = next(transformer.parameters())
+    x = transformer.embeddings(pixel_values.to(parameter.device, parameter.dtype), interpolate_pos_encoding=interpolate_pos_encoding)
+    schedule = list(schedule) if schedule is not None else tome_schedule(x.shape[1], count, depth)
+    if len(schedule) != depth:
+        raise ValueError(f"schedule has {len(schedule)} entries; layers 1..{depth} need one each")
+    size = source = None
+    for encoder_layer, r in zip(layers[:depth], schedule):
+        attention = encoder_layer.self_attn
+        batch, tokens, dim = x.shape
+        h = encoder_layer.layer_norm1(x)
+        shape = (batch, tokens, attention.num_heads, attention.head_dim)
+        q = attention.q_proj(h).view(shape).transpose(1, 2)
+        k = attention.k_proj(h).view(shape).transpose(1, 2)
+        v = attention.v_proj(h).view(shape).transpose(1, 2)
+        logits = (q @ k.transpose(-1, -2)) * attention.scale
+        if proportional_attention and size is not None:
+            logits = logits + size.log()[:, None, None, :, 0].to(logits.dtype)
+        probabilities = logits.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+        attended = (probabilities @ v).transpose(1, 2).reshape(batch, tokens, dim)
+        x = x + attention.out_proj(attended)
+        if r > 0:
+            merge = bipartite_soft_matching(k.mean(dim=1), r)
+            source = merge_source(merge, x, source)
+            x, size = merge_wavg(merge, x, size)
+        x = x + encoder_layer.mlp(encoder_layer.layer_norm2(x))
+    if x.shape[1] != count:
+        raise ValueError(f"the schedule left {x.shape[1]} tokens, not {count}")
+    if size is None:
+        size = torch.ones_like(x[..., :1])
+        source = torch.eye(x.shape[1], device=x.device, dtype=x.dtype)[None].expand(x.shape[0], -1, -1)
+    return ToMeSiglipOutput(x, size, source, schedule)

@@ -143,6 +143,8 @@ class VLM2StreamingSession:
 
     def ask(self, question: str, max_new_tokens: int = 16, progress: bool = False) -> str:
         """Answer a question about what the stream has shown so far (greedy decoding)."""
+        if not question.strip():
+            raise ValueError("the question is empty; ask something about the stream, e.g. 'Where is the door?'")
         text, _ = generate_answer(
             self.model,
             self.processor,

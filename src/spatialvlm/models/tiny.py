@@ -166,13 +166,15 @@ def build_tiny_processor(config: LlavaOnevisionConfig | None = None):
     Returns:
         ``spatialvlm.models.processing.VLM2Processor``.
     """
-    from .processing import VLM2Processor
+    from .processing import LAYOUT_FIELDS, VLM2Processor
 
     config = config if config is not None else tiny_llava_onevision_config()
+    layout = {name: getattr(config, name) for name in LAYOUT_FIELDS if hasattr(config, name)}
     return VLM2Processor(
         tokenizer=build_tiny_tokenizer(config.text_config.vocab_size),
         image_size=config.vision_config.image_size,
         patch_size=config.vision_config.patch_size,
+        **layout,
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -43,7 +44,9 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import select_hidden_states
 
 from ..fusion import SpatialFusion, SpatialFusionConfig
+from ..geometry.normalize import COORDINATE_NORMALIZATIONS
 from ..memory import DualMemory, DualMemoryConfig, MemoryState
+from ..memory.config import MEMORY_OUTPUTS, MEMORY_READ_ORDERS
 
 __all__ = [
     "VLM2Config",
@@ -76,6 +79,9 @@ VLM2_FLAG_NAMES: tuple[str, ...] = (
     "memory_feature_dim",
     "memory_num_heads",
     "memory_dropout",
+    "memory_output",
+    "memory_read_order",
+    "coordinate_normalization",
     "use_spatial_fusion",
     "use_viewpoint_alignment",
     "use_coordinate_injection",
@@ -85,7 +91,15 @@ VLM2_FLAG_NAMES: tuple[str, ...] = (
     "fusion_num_heads",
     "fusion_dropout",
     "use_point_tokens",
+    "fusion_camera_as_key",
+    "video_pool_mode",
+    "video_pool_stride",
+    "video_newline_position",
 )
+
+# Video token layouts (LLaVA-NeXT's mm_spatial_pool_mode / mm_newline_position values).
+VIDEO_POOL_MODES: tuple[str, ...] = ("bilinear", "average", "max")
+VIDEO_NEWLINE_POSITIONS: tuple[str, ...] = ("one_token", "grid", "frame", "no_token")
 
 
 @strict
@@ -100,6 +114,14 @@ class VLM2Config(LlavaOnevisionConfig):
             SigLIP so400m). It must equal that width: the memory sits before the projector.
         memory_num_heads (`int`, 8): heads of the working and episodic attentions.
         memory_dropout (`float`, 0.1): attention dropout in the memory (training only).
+        memory_output (`str`, "paper"): "paper" returns Algorithm 1's M_t; "residual" returns
+            H_t + out(M_t) with ``out`` zero-initialised (memory-on equals memory-off at the start).
+        memory_read_order (`str`, "read_then_write"): Algorithm 1's order, or "write_then_read"
+            (H_t is in the working memory when it is read). Defaults: docs/decisions.md.
+        coordinate_normalization (`str`, "per_video"): how the processor normalises world
+            coordinates for this model: "per_video" (median centre and spread of each video),
+            "metric" (metres in the first camera's frame over one constant), "fixed" (given
+            statistics); see ``spatialvlm.geometry.normalize``.
 
     Semantic-geometric fusion (``spatialvlm.fusion.SpatialFusion``):
         use_spatial_fusion (`bool`, True): run the fusion block (VLM-3R's cross-attention of visual
@@ -115,6 +137,19 @@ class VLM2Config(LlavaOnevisionConfig):
         fusion_dropout (`float`, 0.1): dropout after the fusion residual (VLM-3R: 0.1).
         use_point_tokens (`bool`, True): frames without geometry tokens (RGB-D sources) get keys
             built from their patch coordinates; False makes missing geometry tokens an error.
+        fusion_camera_as_key (`bool`, None): with viewpoint alignment off, a given camera token joins
+            the keys/values in front of the geometry tokens (VLM-3R's "all tokens":
+            [camera; 729 patches]); False leaves it out (VLM-3R's ``patch_tokens``; a camera token
+            passed anyway is reported once and not used); None: True when view_dim == geometry_dim.
+
+    Video token layout (what the language model reads per frame; LLaVA-NeXT's ``mm_*`` fields):
+        video_pool_mode (`str`, "bilinear"): per-frame pooling after the projector: "bilinear"
+            (LLaVA-OneVision-HF, ceil(side/stride)), "average" or "max" (LLaVA-Video: 2×2 average,
+            floor(side/stride), 27 → 13).
+        video_pool_stride (`int`, 2): the pooling stride (``mm_spatial_pool_stride``).
+        video_newline_position (`str`, "one_token"): where the newline token goes: "one_token" (one
+            after each video, LLaVA-OneVision-HF), "grid" (after every row of every frame,
+            LLaVA-Video: 13 · 14 = 182 tokens per frame), "frame" (after every frame), "no_token".
 
     How point maps become ``geometry_coords`` (pooling, normalisation) is the processor's job
     (``VLM2Processor``), like pixel normalisation.
@@ -128,6 +163,9 @@ class VLM2Config(LlavaOnevisionConfig):
     memory_feature_dim: int | None = None
     memory_num_heads: int = 8
     memory_dropout: float = 0.1
+    memory_output: str = "paper"
+    memory_read_order: str = "read_then_write"
+    coordinate_normalization: str = "per_video"
     use_spatial_fusion: bool = True
     use_viewpoint_alignment: bool = True
     use_coordinate_injection: bool = True
@@ -137,12 +175,40 @@ class VLM2Config(LlavaOnevisionConfig):
     fusion_num_heads: int = 18
     fusion_dropout: float = 0.1
     use_point_tokens: bool = True
+    fusion_camera_as_key: bool | None = None
+    video_pool_mode: str = "bilinear"
+    video_pool_stride: int = 2
+    video_newline_position: str = "one_token"
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
         vision_width = self.vision_config.hidden_size
+        if self.video_pool_mode not in VIDEO_POOL_MODES:
+            raise ValueError(f"video_pool_mode must be one of {VIDEO_POOL_MODES}, got {self.video_pool_mode!r}")
+        if self.video_newline_position not in VIDEO_NEWLINE_POSITIONS:
+            raise ValueError(
+                f"video_newline_position must be one of {VIDEO_NEWLINE_POSITIONS}, got {self.video_newline_position!r}"
+            )
+        if self.video_pool_stride < 1:
+            raise ValueError(f"video_pool_stride must be >= 1, got {self.video_pool_stride}")
+        if self.use_spatial_fusion and vision_width % self.fusion_num_heads:
+            raise ValueError(
+                f"fusion_num_heads ({self.fusion_num_heads}) must divide the vision tower's hidden_size "
+                f"({vision_width}); set fusion_num_heads, or use_spatial_fusion=False to build no fusion block"
+            )
+        vision_width = self.vision_config.hidden_size
         if self.memory_feature_dim is None:
             self.memory_feature_dim = vision_width
+        if self.memory_output not in MEMORY_OUTPUTS or self.memory_read_order not in MEMORY_READ_ORDERS:
+            raise ValueError(
+                f"memory_output must be one of {MEMORY_OUTPUTS} (got {self.memory_output!r}) and "
+                f"memory_read_order one of {MEMORY_READ_ORDERS} (got {self.memory_read_order!r})"
+            )
+        if self.coordinate_normalization not in COORDINATE_NORMALIZATIONS:
+            raise ValueError(
+                f"coordinate_normalization must be one of {COORDINATE_NORMALIZATIONS}, "
+                f"got {self.coordinate_normalization!r}"
+            )
         if self.use_dual_memory and self.memory_feature_dim != vision_width:
             raise ValueError(
                 f"memory_feature_dim ({self.memory_feature_dim}) must equal the vision tower's hidden_size "
@@ -190,7 +256,22 @@ class VLM2Config(LlavaOnevisionConfig):
             use_viewpoint_alignment=self.use_viewpoint_alignment,
             coordinate_gate_type=self.coordinate_gate_type,
             use_point_tokens=self.use_point_tokens,
+            camera_token_as_key=self.fusion_camera_as_key,
         )
+
+    @property
+    def video_grid_side(self) -> int:
+        """Patches per side of a frame after the video pooling (27 → 13 average, 14 bilinear)."""
+        side = self.vision_config.image_size // self.vision_config.patch_size
+        return video_grid_side(side, self.video_pool_mode, self.video_pool_stride)
+
+    def video_tokens_per_frame(self) -> int:
+        """Language tokens of one frame, its newlines included (LLaVA-Video: 13 · 14 = 182)."""
+        return video_tokens_per_frame(self.video_grid_side, self.video_newline_position)
+
+    def num_video_tokens(self, num_frames: int) -> int:
+        """Language tokens of a video of ``num_frames`` frames (what its ``<video>`` expands to)."""
+        return num_frames * self.video_tokens_per_frame() + int(self.video_newline_position == "one_token")
 
     def dual_memory_config(self) -> DualMemoryConfig:
         return DualMemoryConfig(
@@ -199,7 +280,38 @@ class VLM2Config(LlavaOnevisionConfig):
             working_size=self.memory_L_w,
             episodic_size=self.memory_L_e,
             dropout=self.memory_dropout,
+            output=self.memory_output,
+            read_order=self.memory_read_order,
         )
+
+
+def video_grid_side(side: int, pool_mode: str, stride: int) -> int:
+    """Pooled grid side: bilinear rounds up (HF LLaVA-OneVision), average/max pooling floors."""
+    return math.ceil(side / stride) if pool_mode == "bilinear" else side // stride
+
+
+def video_tokens_per_frame(grid_side: int, newline_position: str) -> int:
+    """Tokens per frame of a ``grid_side``² pooled grid in the given newline layout."""
+    if newline_position == "grid":
+        return grid_side * (grid_side + 1)
+    return grid_side * grid_side + int(newline_position == "frame")
+
+
+def pool_frame_grid(tokens: Tensor, side: int, mode: str, stride: int) -> Tensor:
+    """LLaVA-NeXT's ``get_2dPool``: (F, side², D) → (F, g², D) on the frame's patch grid.
+
+    "average" / "max": ``avg_pool2d`` / ``max_pool2d`` with kernel = stride (floor: 27 → 13, the
+    last row and column dropped); "bilinear": interpolation to ceil(side / stride).
+    """
+    frames, _, width = tokens.shape
+    grid = tokens.view(frames, side, side, width).permute(0, 3, 1, 2)
+    if mode == "average":
+        grid = nn.functional.avg_pool2d(grid, stride)
+    elif mode == "max":
+        grid = nn.functional.max_pool2d(grid, stride)
+    else:
+        grid = nn.functional.interpolate(grid, size=[math.ceil(side / stride)] * 2, mode="bilinear")
+    return grid.permute(0, 2, 3, 1).reshape(frames, -1, width)
 
 
 def tiny_vlm2_config(**flags: Any) -> VLM2Config:
@@ -257,8 +369,14 @@ class VideoGeometryInputs:
     def is_empty(self) -> bool:
         return not self.present()
 
-    def select(self, frame_mask: Tensor) -> VideoGeometryInputs:
-        """Keep the frames where ``frame_mask`` (B, T) is True: every field becomes (F, ...)."""
+    def select(self, frame_mask: Tensor | None) -> VideoGeometryInputs:
+        """Keep the frames where ``frame_mask`` (B, T) is True: every field becomes (F, ...).
+
+        None means every frame is real: the fields are only flattened (no data-dependent indexing,
+        so this also runs on the meta device).
+        """
+        if frame_mask is None:
+            return VideoGeometryInputs(**{name: value.flatten(0, 1) for name, value in self.present().items()})
         return VideoGeometryInputs(**{name: value[frame_mask] for name, value in self.present().items()})
 
     def check(self, batch: int, frames: int, num_patches: int, config: VLM2Config) -> None:
@@ -387,25 +505,58 @@ class VLM2Model(LlavaOnevisionModel):
         if self.dual_memory is None:
             return visual, memory_state
         batch, frames = frame_mask.shape
+        if visual.shape[0] == batch * frames:  # every slot is a real frame: no data-dependent indexing
+            fused, memory_state = self.dual_memory.process(
+                visual.view(batch, frames, *visual.shape[1:]), None, state=memory_state
+            )
+            return fused.flatten(0, 1), memory_state
         dense = visual.new_zeros((batch, frames, *visual.shape[1:]))
         dense = dense.index_put((frame_mask,), visual)
         fused, memory_state = self.dual_memory.process(dense, frame_mask, state=memory_state)
         return fused[frame_mask], memory_state
 
     def project_and_pool(self, visual: Tensor) -> Tensor:
-        """Projector then LLaVA-OneVision's 2×2 bilinear pooling: (F, N, C) → (F, P, Dt)."""
-        return self.apply_pooling(self.multi_modal_projector(visual))
+        """Projector, then the config's per-frame pooling and newlines: (F, N, C) → (F, P, Dt).
+
+        LLaVA-OneVision-HF (bilinear, stride 2, "one_token"): P = ceil(side/2)². LLaVA-Video
+        (average 2×2, "grid"): P = 13 · (13 + 1) = 182 at side 27, the newline after every row.
+        """
+        config = self.config
+        projected = self.multi_modal_projector(visual)
+        if config.video_pool_mode == "bilinear" and config.video_pool_stride == 2:
+            pooled = self.apply_pooling(projected)  # the base's own code: exactly LLaVA-OneVision-HF
+        else:
+            side = config.vision_config.image_size // config.vision_config.patch_size
+            pooled = pool_frame_grid(projected, side, config.video_pool_mode, config.video_pool_stride)
+        frames, _, width = pooled.shape
+        grid = config.video_grid_side
+        newline = self.image_newline.to(pooled.dtype)
+        if config.video_newline_position == "grid":
+            rows = pooled.view(frames, grid, grid, width)
+            pooled = torch.cat([rows, newline.expand(frames, grid, 1, width)], 2).reshape(frames, -1, width)
+        elif config.video_newline_position == "frame":
+            pooled = torch.cat([pooled, newline.expand(frames, 1, width)], 1)
+        return pooled
 
     def pack_video_tokens(self, frame_features: Tensor, frames_per_video: Tensor) -> Tensor:
-        """Concatenate each video's frame tokens and its newline token.
+        """Concatenate each video's frame tokens and, in the "one_token" layout, its newline token.
 
         Args:
-            frame_features: (F, P, Dt) in batch-major frame order.
+            frame_features: (F, P, Dt) in batch-major frame order (newlines of the "grid" and "frame"
+                layouts already inside).
             frames_per_video: (B,) int64 frame counts (sum F).
         Returns:
-            (Σ_b (T_b · P + 1), Dt).
+            (Σ_b (T_b · P + 1), Dt) for "one_token", (F · P, Dt) otherwise.
         """
         tokens_per_frame, width = frame_features.shape[1:]
+        if self.config.video_newline_position != "one_token":
+            return frame_features.reshape(-1, width)
+        if frame_features.device.type == "meta" or frames_per_video.device.type == "meta":
+            # Equal-length videos (the only case without a frame mask): no data-dependent indexing.
+            videos = int(frames_per_video.shape[0])
+            per_video = frame_features.reshape(videos, -1, width)
+            newline = self.image_newline.to(per_video.dtype).expand(videos, 1, width)
+            return torch.cat([per_video, newline], 1).reshape(-1, width)
         block = frames_per_video * tokens_per_frame + 1
         total = int(block.sum())
         is_newline = torch.zeros(total, dtype=torch.bool, device=frame_features.device)
@@ -462,10 +613,11 @@ class VLM2Model(LlavaOnevisionModel):
         geometry.check(batch, frames, side * side, self.config)
 
         kwargs.pop("return_dict", None)
-        visual = self.encode_frames_vision(
-            pixel_values_videos[frame_mask], vision_feature_layer, vision_feature_select_strategy, **kwargs
-        )
-        visual = self.fuse_geometry(visual, geometry.select(frame_mask))
+        # Without a mask every frame is real: flatten instead of boolean indexing, whose output size
+        # depends on the data (and which the meta device cannot run).
+        real_frames = pixel_values_videos.flatten(0, 1) if video_frame_mask is None else pixel_values_videos[frame_mask]
+        visual = self.encode_frames_vision(real_frames, vision_feature_layer, vision_feature_select_strategy, **kwargs)
+        visual = self.fuse_geometry(visual, geometry.select(None if video_frame_mask is None else frame_mask))
         visual, memory_state = self.apply_memory(visual, frame_mask, memory_state)
         frame_features = self.project_and_pool(visual)
         packed = self.pack_video_tokens(frame_features, frame_mask.sum(1))
@@ -582,14 +734,23 @@ class VLM2ForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
 
         VLM² flags given as keyword arguments (``use_dual_memory=True``, ...) override the stored
         config. Returns what transformers' ``from_pretrained`` returns.
+
+        A directory with a peft LoRA adapter in its ``lora_adapter/`` subfolder (as ``spatialvlm
+        convert vlm3r`` writes without ``--merge-lora``) gets it merged into the returned model;
+        ``load_adapter=False`` loads the weights alone (then ``peft.PeftModel.from_pretrained(model,
+        directory + "/lora_adapter")`` attaches it, e.g. to train it further). Missing or unexpected weights are errors (see ``_check_loaded_keys``).
         """
         flags = {name: kwargs.pop(name) for name in VLM2_FLAG_NAMES if name in kwargs}
+        load_adapter = kwargs.pop("load_adapter", True)
         if kwargs.get("config") is None:
             kwargs["config"] = _load_config(pretrained_model_name_or_path, **flags)
         elif flags:
             kwargs["config"] = VLM2Config.from_base(kwargs["config"], **flags)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        _check_loaded_keys(pretrained_model_name_or_path, info)
+        if load_adapter and _holds_converted_adapter(pretrained_model_name_or_path):
+            model = _merge_adapter(model, Path(pretrained_model_name_or_path))
         new = sorted(key for key in info["missing_keys"] if _is_vlm2_key(key))
         model.vlm2_new_weights = new
         if new:
@@ -603,23 +764,101 @@ class VLM2ForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
         return (model, info) if want_info else model
 
 
+# Subfolder of a model directory holding a peft LoRA adapter that belongs to the model (written by
+# ``spatialvlm convert vlm3r`` without --merge-lora). Not the directory itself: transformers would
+# then inject the adapter on its own, unmerged, whatever the caller asked.
+ADAPTER_SUBFOLDER = "lora_adapter"
+
+
+def _holds_converted_adapter(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / ADAPTER_SUBFOLDER / "adapter_config.json").is_file()
+
+
+def _merge_adapter(model: VLM2ForConditionalGeneration, directory: Path) -> VLM2ForConditionalGeneration:
+    from peft import PeftModel
+
+    new_weights = model.vlm2_new_weights
+    merged = PeftModel.from_pretrained(model, directory / ADAPTER_SUBFOLDER).merge_and_unload()
+    merged.vlm2_new_weights = new_weights
+    merged.vlm2_merged_adapter = str(directory)
+    logger.info("VLM²: merged the LoRA adapter of %s", directory)
+    return merged
+
+
 def _is_vlm2_key(key: str) -> bool:
     return key.startswith(("model.spatial_fusion.", "model.dual_memory."))
 
 
-def _load_config(directory: str | os.PathLike, **flags: Any) -> VLM2Config:
-    path = Path(directory) / "config.json"
-    if not path.is_file():
+def _check_loaded_keys(directory: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Missing (other than the VLM² modules a base checkpoint lacks), unexpected or mis-shaped
+    weights are errors: a model with parameters left at their random init is not the checkpoint."""
+    problems = []
+    missing = sorted(key for key in info.get("missing_keys", ()) if not _is_vlm2_key(key))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    mismatched = sorted(str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", ()))
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:4]) + (f", … ({len(keys) - 4} more)" if len(keys) > 4 else "")
+            problems.append(f"{len(keys)} {label} weights ({shown})")
+    if problems:
+        raise ValueError(
+            f"{directory} does not match its config: {'; '.join(problems)}. If it is an original LLaVA-NeXT or "
+            "VLM-3R checkpoint, convert it (spatialvlm convert llava-video SRC DST / spatialvlm convert vlm3r ...)"
+        )
+
+
+# Formats this loader refuses, with the command that reads each (see spatialvlm.convert).
+_CONVERT_COMMANDS: dict[str, str] = {
+    "llava_qwen": "spatialvlm convert llava-video {dir} OUT",
+    "llava_llama": "spatialvlm convert llava-video {dir} OUT",
+    "llava_mistral": "spatialvlm convert llava-video {dir} OUT",
+    "llava_llada": "spatialvlm convert lavida {dir} OUT",
+}
+
+
+def detect_checkpoint_format(directory: str | os.PathLike) -> str:
+    """What a checkpoint directory holds: "vlm2", "llava_onevision", "llava_next" (original
+    LLaVA-NeXT layout, flat text fields + ``mm_*``), "vlm3r_release" (peft adapter +
+    ``non_lora_trainables.bin``) or the ``model_type`` found."""
+    path = Path(directory)
+    if (path / "adapter_config.json").is_file() and (path / "non_lora_trainables.bin").is_file():
+        return "vlm3r_release"
+    config_path = path / "config.json"
+    if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json; expected a local checkpoint directory")
-    model_type = json.loads(path.read_text()).get("model_type")
-    if model_type == VLM2Config.model_type:
+    raw = json.loads(config_path.read_text())
+    model_type = raw.get("model_type")
+    if model_type in (VLM2Config.model_type, "llava_onevision"):
+        return model_type
+    if "mm_vision_tower" in raw or model_type in ("llava_qwen", "llava_llama", "llava_mistral"):
+        return "llava_next"
+    return str(model_type)
+
+
+def _load_config(directory: str | os.PathLike, **flags: Any) -> VLM2Config:
+    found = detect_checkpoint_format(directory)
+    if found == VLM2Config.model_type:
         config = VLM2Config.from_pretrained(directory)
         return VLM2Config.from_base(config, **flags) if flags else config
-    if model_type not in ("llava_onevision", "llava_next_video", "llava"):
+    if found == "llava_onevision":
+        return VLM2Config.from_base(LlavaOnevisionConfig.from_pretrained(directory), **flags)
+    if found == "vlm3r_release":
         raise ValueError(
-            f"{directory} holds a {model_type!r} model; VLM² loads 'vlm2' or 'llava_onevision' checkpoints"
+            f"{directory} is a VLM-3R training output (adapter_config.json + non_lora_trainables.bin), not a model; "
+            f"convert it on its base: spatialvlm convert vlm3r --base LLAVA_VIDEO_DIR --adapter {directory} OUT"
         )
-    return VLM2Config.from_base(LlavaOnevisionConfig.from_pretrained(directory), **flags)
+    model_type = json.loads((Path(directory) / "config.json").read_text()).get("model_type")
+    if found == "llava_next":
+        command = _CONVERT_COMMANDS.get(model_type, "spatialvlm convert llava-video {dir} OUT").format(dir=directory)
+        raise ValueError(
+            f"{directory} is an original LLaVA-NeXT checkpoint (model_type {model_type!r}, flat text fields, "
+            f"mm_* vision settings); convert it first: {command}"
+        )
+    command = _CONVERT_COMMANDS.get(model_type)
+    hint = f"; convert it first: {command.format(dir=directory)}" if command else ""
+    raise ValueError(
+        f"{directory} holds a {model_type!r} checkpoint; VLM² loads 'vlm2' and 'llava_onevision' directories{hint}"
+    )
 
 
 def _check_frame_mask(mask: Tensor | None, batch: int, frames: int, device: torch.device) -> Tensor:
@@ -645,11 +884,13 @@ def _copy_fresh(module: nn.Module, build) -> None:
     """Give ``module`` the values of a freshly built twin, skipping tensors already loaded."""
     with torch.device("cpu"):
         fresh = build()
-    fresh_state = fresh.state_dict()
-    for name, tensor in module.state_dict(keep_vars=True).items():
+    # Parameters and *all* buffers: a non-persistent buffer is in no state dict, so from_pretrained
+    # leaves it as uninitialised memory unless it is filled here.
+    fresh_tensors = {**dict(fresh.named_parameters()), **dict(fresh.named_buffers())}
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if tensor.device.type == "meta":
             continue
-        init.copy_(tensor, fresh_state[name].to(tensor.dtype))
+        init.copy_(tensor, fresh_tensors[name].to(tensor.dtype))
 
 
 def patch(

@@ -3,10 +3,11 @@
 Pure tensor code (torch only). The pipeline, one small file per step:
 
 - ``dual_scale``  48×48 high-detail tokens, 12×12 pooled scaffold, (x, y, h, w) coordinates
-- ``scoring``     s = 0.7·Sim − 0.2·D_nbr − 0.1·D_ctr, each term normalised to [0, 1]
-- ``text_space``  question embeddings pulled back into the vision feature space for Sim
-- ``merging``     ToMe-style merging of grid neighbours whose scores differ by less than ε
-- ``select``      top-K over merged groups with consistent indices
+- ``scoring``     s = w_sim·Sim − w_nbr·D_nbr − w_ctr·D_ctr; Sim = exact ⟨P(f), ê⟩ over question tokens
+- ``merging``     merging of grid neighbours whose scores differ by < ε and whose features are alike
+- ``select``      greedy spreading top-K over merged groups (D_nbr: proximity to kept tokens)
+- ``tome``        ToMe's merge math for merging inside SigLIP (``models.siglip.tome_siglip_forward``)
+- ``lavida_pool`` LaViDa's anyres token layout: bilinear 2× pooling after the projector, unpad, newlines
 - ``grouping``    size/area-weighted reduction of patch groups (shared by every selector)
 - ``coord_embed`` (x, y, h, w) → 128 → D, zero-initialised output
 - ``budget``      patch-entropy features → MLP(32) → logits over {512, 768, 1024}
@@ -17,11 +18,11 @@ Pure tensor code (torch only). The pipeline, one small file per step:
 from .baselines import (
     BASELINES,
     BaselineSelector,
+    bipartite_assignment,
     divprune_assignment,
     random_assignment,
-    tome_assignment,
     uniform_pool_assignment,
-    visionzip_assignment,
+    visionzip_split,
 )
 from .budget import BudgetHead, patch_entropy
 from .config import ShirgXConfig
@@ -41,7 +42,8 @@ from .scoring import (
 )
 from .select import select_top_groups
 from .selector import ShirgXSelector
-from .text_space import pull_back_text_embeds
+from .tome import bipartite_soft_matching, merge_source, merge_wavg, tome_schedule
+from .lavida_pool import lavida_anyres_layout, lavida_pool_view, unpad_grid
 
 __all__ = [
     "BASELINES",
@@ -50,6 +52,15 @@ __all__ = [
     "BaselineSelector",
     "BudgetHead",
     "CoordinateEmbedding",
+    "bipartite_assignment",
+    "bipartite_soft_matching",
+    "lavida_anyres_layout",
+    "lavida_pool_view",
+    "merge_source",
+    "merge_wavg",
+    "tome_schedule",
+    "unpad_grid",
+    "visionzip_split",
     "GroupedTokens",
     "SelectionOutput",
     "ShirgXConfig",
@@ -66,13 +77,10 @@ __all__ = [
     "neighbour_crowding",
     "neighbour_merge_targets",
     "patch_entropy",
-    "pull_back_text_embeds",
     "random_assignment",
     "save_selector",
     "scaffold_source_index",
     "select_top_groups",
     "text_relevance",
-    "tome_assignment",
     "uniform_pool_assignment",
-    "visionzip_assignment",
 ]

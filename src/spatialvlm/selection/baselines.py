@@ -4,11 +4,30 @@ Each ``*_assignment`` function maps every patch to one of ``count`` output group
 :class:`BaselineSelector` turns that into a :class:`SelectionOutput` through ``group_reduce``.
 By default a baseline spends the whole K + 144 on its own method (what a user would run instead of
 SHIRG-X); ``keep_scaffold=True`` gives it SHIRG-X's scaffold plus K of its own tokens instead.
+
+Where a projector is passed, every patch is projected first and groups are averaged *after* it, as
+LaViDa pools (``get_2dPool`` runs on ``mm_projector`` output); VisionZip forms its tokens before the
+projector, as its ``llava_arch`` does. The methods, named for what they are:
+
+- ``pool``       uniform average pooling to exactly K + 144 near-square cells (after the projector).
+- ``random``     K + 144 patches uniformly at random.
+- ``bipartite``  post-hoc bipartite soft matching (ToMe's matching rule) on the final features, in
+                 rounds down to K + 144: *not* ToMe, which merges inside the ViT.
+- ``tome``       ToMe inside SigLIP (r per layer, keys as the metric, proportional attention): the
+                 merging runs in ``models.siglip.tome_siglip_forward``; this selector projects the
+                 tokens it produced (pass ``tome=`` the ``ToMeSiglipOutput``).
+- ``visionzip``  VisionZip (Yang et al., 2025): dominant tokens by attention received at the
+                 projector's SigLIP layer (SigLIP has no CLS: received attention summed over heads,
+                 averaged over queries), contextual tokens by key-similarity merging into evenly
+                 spaced targets, contextual token = target + mean of its merged tokens (as the code).
+- ``divprune``   DivPrune (Alvar et al., 2025): greedy max-min cosine diversity on the projected
+                 tokens.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +35,11 @@ from torch import nn
 
 from .checks import check_budget, check_finite, check_patch_tokens
 from .config import ShirgXConfig
-from .dual_scale import dual_scale_tokens, scaffold_source_index
+from .dual_scale import dual_scale_tokens, grid_coords, scaffold_source_index
 from .grouping import group_reduce
 from .output import SelectionOutput
 
-BASELINES = ("pool", "random", "tome", "visionzip", "divprune")
+BASELINES = ("pool", "random", "bipartite", "tome", "visionzip", "divprune")
 
 
 def uniform_pool_assignment(grid: tuple[int, int], count: int, device: torch.device | None = None) -> torch.Tensor:
@@ -45,10 +64,10 @@ def random_assignment(batch: int, num_patches: int, count: int, generator: torch
     return _slots_for(keep, num_patches)
 
 
-def tome_assignment(tokens: torch.Tensor, count: int) -> torch.Tensor:
-    """(B, N) ToMe bipartite soft matching down to ``count`` tokens (Bolya et al., 2023).
+def bipartite_assignment(tokens: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, N) post-hoc bipartite soft matching (ToMe's matching rule) down to ``count`` tokens.
 
-    Per round: alternate tokens form sets A and B; each A token's best match in B by cosine of the
+    Not ToMe itself (that merges inside the ViT, see ``models.siglip.tome_siglip_forward``). Per round: alternate tokens form sets A and B; each A token's best match in B by cosine of the
     (size-weighted mean) features; the r most similar edges merge, r = min(|A|, current − count).
     Rounds repeat until ``count`` tokens remain. Merged features are size-weighted means, i.e. the
     mean of all original patches of the group, which ``group_reduce`` recomputes from the assignment.
@@ -87,45 +106,48 @@ def tome_assignment(tokens: torch.Tensor, count: int) -> torch.Tensor:
     return assignment
 
 
-def attention_received(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, N, D) → (B, N) mean attention each token receives under softmax(X Xᵀ / √D).
+def visionzip_split(
+    attention_received: torch.Tensor, keys: torch.Tensor, count: int, dominant_fraction: float = 54 / 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VisionZip's token choice, from ``visionzip/clip_encoder.py`` with SigLIP's missing CLS replaced.
 
-    SigLIP has no CLS token, so VisionZip's CLS attention becomes the attention a token receives
-    averaged over all queries; the features stand in for queries and keys (parameter-free proxy).
+    Args:
+        attention_received: (B, N) attention each patch receives at the projector's layer (softmax
+            probabilities summed over heads, averaged over queries: VisionZip sums CLS attention
+            over heads).
+        keys: (B, N, C) that layer's keys averaged over heads (VisionZip's ``metric``).
+        count: output tokens; ``round(count · dominant_fraction)`` dominant (VisionZip: 54 of 64).
+        dominant_fraction: share of dominant tokens.
+
+    Returns:
+        ``(dominant, targets, nearest)``: (B, d) dominant patch indices in raster order; (B, c)
+        contextual target patches (every ``step``-th remaining patch, step = max(1, R // c));
+        (B, N) the contextual slot in [0, c) each remaining non-target patch merges into (by key
+        cosine), −1 for dominant patches and targets.
     """
-    logits = tokens @ tokens.transpose(1, 2) / math.sqrt(tokens.shape[-1])
-    return logits.softmax(dim=-1).mean(dim=1)
-
-
-def visionzip_assignment(tokens: torch.Tensor, count: int, dominant_fraction: float = 54 / 64) -> torch.Tensor:
-    """(B, N) VisionZip-style: dominant tokens by attention received, contextual tokens by merging.
-
-    ``dominant_fraction`` of the count (VisionZip's 54 of 64) are the patches receiving most
-    attention. Of the rest, evenly spaced patches become contextual centres and every other remaining
-    patch is averaged into its most cosine-similar centre.
-    """
-    batch, num_patches, _ = tokens.shape
+    batch, num_patches = attention_received.shape
     dominant_count = min(count - 1, round(count * dominant_fraction)) if count > 1 else 1
     context_count = count - dominant_count
-    received = attention_received(tokens)
-    ranked = received.argsort(dim=1, descending=True)
-    dominant = ranked[:, :dominant_count].sort(dim=1).values
-    assignment = _slots_for(dominant, num_patches)
-    if context_count == 0:
-        return assignment
-    remaining = ranked[:, dominant_count:].sort(dim=1).values
-    step = remaining.shape[1] / context_count
-    centre_position = (torch.arange(context_count, device=tokens.device) * step).long()
-    centres = remaining[:, centre_position]
-    remaining_features = tokens.gather(1, remaining[..., None].expand(-1, -1, tokens.shape[-1]))
-    centre_features = tokens.gather(1, centres[..., None].expand(-1, -1, tokens.shape[-1]))
-    nearest = (F.normalize(remaining_features, dim=-1) @ F.normalize(centre_features, dim=-1).transpose(1, 2)).argmax(-1)
-    nearest[:, centre_position] = torch.arange(context_count, device=tokens.device)
-    return assignment.scatter(1, remaining, dominant_count + nearest)
+    dominant = attention_received.topk(dominant_count, dim=1).indices.sort(dim=1).values
+    is_dominant = torch.zeros(batch, num_patches, dtype=torch.bool, device=keys.device).scatter_(1, dominant, True)
+    # Remaining patches keep raster order, as VisionZip's masked_select does.
+    remaining = (~is_dominant).nonzero()[:, 1].view(batch, num_patches - dominant_count)
+    step = max(1, remaining.shape[1] // max(context_count, 1))
+    target_position = torch.arange(0, remaining.shape[1], step, device=keys.device)[:context_count]
+    targets = remaining[:, target_position]
+    unit = keys / keys.norm(dim=-1, keepdim=True)
+    remaining_keys = unit.gather(1, remaining[..., None].expand(-1, -1, unit.shape[-1]))
+    target_keys = unit.gather(1, targets[..., None].expand(-1, -1, unit.shape[-1]))
+    best = (remaining_keys @ target_keys.transpose(1, 2)).argmax(dim=-1)
+    best[:, target_position] = -1
+    nearest = torch.full((batch, num_patches), -1, dtype=torch.long, device=keys.device)
+    return dominant, targets, nearest.scatter(1, remaining, best)
 
 
 def divprune_assignment(tokens: torch.Tensor, count: int) -> torch.Tensor:
     """(B, N) DivPrune (Alvar et al., 2025): greedy max-min diversity under cosine distance.
+
+    Run it on the tokens the language model receives (the projected tokens), as DivPrune does.
 
     The first pick is the patch farthest from its nearest neighbour; each next pick maximises its
     distance to the nearest already picked patch. The greedy steps are sequential by nature (one
@@ -159,11 +181,10 @@ class BaselineSelector(nn.Module):
     """A baseline with ``ShirgXSelector``'s call shape and K + 144 output tokens.
 
     Args:
-        method: one of ``BASELINES``: "pool" (uniform average pooling, LaViDa's default), "random",
-            "tome", "visionzip", "divprune".
+        method: one of ``BASELINES`` (see the module docstring).
         config: the grid, pool, budgets and default budget are read from a ``ShirgXConfig``.
         keep_scaffold: spend 144 tokens on the SHIRG-X scaffold and K on the method, instead of
-            K + 144 on the method.
+            K + 144 on the method (not for ``tome``, whose tokens come out of SigLIP merged).
         seed: seed of the random baseline (each call restarts it, so calls are reproducible).
     """
 
@@ -171,62 +192,137 @@ class BaselineSelector(nn.Module):
         super().__init__()
         if method not in BASELINES:
             raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
+        if method == "tome" and keep_scaffold:
+            raise ValueError("keep_scaffold does not apply to tome: its tokens are merged inside SigLIP")
         self.method = method
         self.config = config or ShirgXConfig()
         self.keep_scaffold = keep_scaffold
         self.seed = seed
 
+    def token_count(self, budget: int) -> int:
+        """Tokens this baseline outputs at budget K (K + 144 either way)."""
+        return budget + self.config.num_scaffold
+
     def forward(
-        self, hi_tokens: torch.Tensor, text_embeds: torch.Tensor | None = None, budget: int | None = None, **unused
+        self,
+        hi_tokens: torch.Tensor,
+        text_embeds: torch.Tensor | None = None,
+        budget: int | None = None,
+        *,
+        projector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        attention_received: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
+        tome: object | None = None,
+        **unused,
     ) -> SelectionOutput:
-        """(B, N, D) → :class:`SelectionOutput` with K + 144 tokens; ``text_embeds`` is ignored."""
+        """(B, N, D) → :class:`SelectionOutput` with K + 144 tokens; ``text_embeds`` is ignored.
+
+        Args:
+            hi_tokens: (B, N, D) patch tokens of the projector's layer.
+            budget: K (default: the config's ``default_budget``).
+            projector: applied to every patch before groups are averaged (LaViDa's order); None
+                leaves the tokens in the vision space.
+            attention_received, keys: ``visionzip`` only, (B, N) and (B, N, C) of the projector's
+                SigLIP layer (``models.siglip.capture_layer_attention``).
+            tome: ``tome`` only, the ``ToMeSiglipOutput`` of ``models.siglip.tome_siglip_forward``
+                run to K + 144 tokens (``hi_tokens`` is then unused).
+        """
         config = self.config
+        budget = config.default_budget if budget is None else budget
+        check_budget(budget, config.num_patches)
+        scaffold_count = config.num_scaffold
+        count = budget if self.keep_scaffold else budget + scaffold_count
+        project = projector if projector is not None else (lambda x: x)
+        if self.method == "tome":
+            return self._tome_output(tome, count, budget, project)
         check_patch_tokens(hi_tokens, config.grid)
         if config.check_finite:
             check_finite(hi_tokens)
-        budget = config.default_budget if budget is None else budget
-        check_budget(budget, config.num_patches)
         batch, num_patches, _ = hi_tokens.shape
-        scaffold_count = config.num_scaffold
-        count = budget if self.keep_scaffold else budget + scaffold_count
         if count > num_patches:
             raise ValueError(
                 f"budget K={budget} plus the {scaffold_count} scaffold-equivalent tokens is {count}, "
                 f"more than the {num_patches} patches available"
             )
+        hi_coords = grid_coords(config.grid, hi_tokens.device)
 
-        if self.method == "pool":
-            assignment = uniform_pool_assignment(config.grid, count, hi_tokens.device).expand(batch, -1)
-        elif self.method == "random":
-            generator = torch.Generator().manual_seed(self.seed)
-            assignment = random_assignment(batch, num_patches, count, generator).to(hi_tokens.device)
-        elif self.method == "tome":
-            assignment = tome_assignment(hi_tokens, count)
-        elif self.method == "visionzip":
-            assignment = visionzip_assignment(hi_tokens, count)
+        if self.method == "visionzip":
+            grouped, tokens = self._visionzip(hi_tokens, hi_coords, attention_received, keys, count, project)
         else:
-            assignment = divprune_assignment(hi_tokens, count)
+            projected = project(hi_tokens)
+            if self.method == "pool":
+                assignment = uniform_pool_assignment(config.grid, count, hi_tokens.device).expand(batch, -1)
+            elif self.method == "random":
+                generator = torch.Generator().manual_seed(self.seed)
+                assignment = random_assignment(batch, num_patches, count, generator).to(hi_tokens.device)
+            elif self.method == "bipartite":
+                assignment = bipartite_assignment(hi_tokens, count)
+            else:
+                assignment = divprune_assignment(projected, count)
+            grouped = group_reduce(projected, hi_coords, assignment, count)
+            tokens = grouped.tokens
 
-        scaffold, hi_coords, scaffold_coords = dual_scale_tokens(hi_tokens, config.grid, config.scaffold_pool)
-        grouped = group_reduce(hi_tokens, hi_coords[0], assignment, count)
         if not self.keep_scaffold:
             return SelectionOutput(
-                tokens=grouped.tokens,
+                tokens=tokens,
                 coords=grouped.coords,
                 is_scaffold=torch.zeros(batch, count, dtype=torch.bool, device=hi_tokens.device),
                 budget=budget,
                 source_index=grouped.source_index,
             )
         pool = config.scaffold_pool
+        scaffold, _, scaffold_coords = dual_scale_tokens(project(hi_tokens), config.grid, pool)
         width = max(pool * pool, grouped.source_index.shape[-1])
         scaffold_sources = F.pad(scaffold_source_index(config.grid, pool, hi_tokens.device), (0, width - pool * pool), value=-1)
         kept_sources = F.pad(grouped.source_index, (0, width - grouped.source_index.shape[-1]), value=-1)
         is_scaffold = torch.zeros(batch, scaffold_count + count, dtype=torch.bool, device=hi_tokens.device)
         is_scaffold[:, :scaffold_count] = True
         return SelectionOutput(
-            tokens=torch.cat([scaffold, grouped.tokens], dim=1),
+            tokens=torch.cat([scaffold, tokens], dim=1),
             coords=torch.cat([scaffold_coords, grouped.coords], dim=1),
             is_scaffold=is_scaffold,
             budget=budget,
             source_index=torch.cat([scaffold_sources.expand(batch, -1, -1), kept_sources], dim=1),
+        )
+
+    def _visionzip(self, hi_tokens, hi_coords, attention_received, keys, count, project):
+        if attention_received is None or keys is None:
+            raise ValueError(
+                "visionzip needs attention_received and keys of the projector's SigLIP layer "
+                "(models.siglip.capture_layer_attention; ShirgXImagePath passes them)"
+            )
+        batch, num_patches, dim = hi_tokens.shape
+        dominant, targets, nearest = visionzip_split(attention_received, keys, count)
+        dominant_count = dominant.shape[1]
+        # Groups: dominant patches alone, each target with the patches merged into it.
+        target_slot = torch.full((batch, num_patches), -1, dtype=torch.long, device=hi_tokens.device)
+        target_slot.scatter_(1, targets, torch.arange(targets.shape[1], device=hi_tokens.device).expand(batch, -1))
+        assignment = torch.where(nearest >= 0, dominant_count + nearest, -1)
+        assignment = torch.where(target_slot >= 0, dominant_count + target_slot, assignment)
+        assignment = assignment.scatter(1, dominant, torch.arange(dominant_count, device=hi_tokens.device).expand(batch, -1))
+        grouped = group_reduce(hi_tokens, hi_coords, assignment, count)
+        # VisionZip's contextual token is target + mean of the merged ones (not the mean of all).
+        merged_only = torch.where(nearest >= 0, nearest, -1)
+        merged_means = group_reduce(hi_tokens, hi_coords, merged_only, targets.shape[1]).tokens
+        target_tokens = hi_tokens.gather(1, targets[..., None].expand(-1, -1, dim))
+        vision_tokens = torch.cat([grouped.tokens[:, :dominant_count], target_tokens + merged_means], dim=1)
+        return grouped, project(vision_tokens)
+
+    def _tome_output(self, tome, count, budget, project) -> SelectionOutput:
+        if tome is None:
+            raise ValueError("tome merges inside SigLIP: pass tome=models.siglip.tome_siglip_forward(...) output")
+        tokens = tome.tokens
+        if tokens.shape[1] != count:
+            raise ValueError(f"the ToMe SigLIP pass gave {tokens.shape[1]} tokens; budget K={budget} needs {count}")
+        batch = tokens.shape[0]
+        sources = tome.source  # (B, count, N) 0/1
+        hi_coords = grid_coords(self.config.grid, tokens.device)
+        assignment = sources.argmax(dim=1)  # every patch is in exactly one merged token
+        grouped = group_reduce(tokens.new_zeros(batch, sources.shape[2], 1), hi_coords, assignment, count)
+        return SelectionOutput(
+            tokens=project(tokens),
+            coords=grouped.coords,
+            is_scaffold=torch.zeros(batch, count, dtype=torch.bool, device=tokens.device),
+            budget=budget,
+            source_index=grouped.source_index,
         )

@@ -11,10 +11,11 @@ class ShirgXConfig:
 
     Attributes:
         vision_dim: width D of the tokens handed to the projector (SigLIP so400m: 1152). The
-            coordinate embedding outputs this width and is added to the selected tokens before the
-            projector.
-        score_dim: width of the tokens used for scoring and for the budget head when they come from
-            another SigLIP layer; ``None`` means ``vision_dim``. Text embeddings live in this space.
+            coordinate embedding outputs this width and is added to every patch before the
+            projector; pooling and merging happen after it.
+        score_dim: width of ``score_tokens`` when they come from another SigLIP layer (text-free
+            saliency, the merge similarity gate and the budget head); ``None`` means ``vision_dim``.
+            Question relevance is always computed on the projected tokens.
         grid: (rows, cols) of the high-detail patch grid; 672 px at patch 14 gives (48, 48).
         scaffold_pool: side of the average-pooling window that makes the low-resolution scaffold
             (4 turns 48×48 into 12×12 = 144 tokens, always kept).
@@ -22,16 +23,20 @@ class ShirgXConfig:
         default_budget: budget an untrained head picks (its last layer starts at zero with a bias
             towards this entry) and baselines use when called with ``budget=None``.
         relevance_weight: weight of Sim in ``s = w_sim·Sim − w_nbr·D_nbr − w_ctr·D_ctr``.
-        neighbour_weight: weight of the neighbour-crowding term D_nbr.
+        neighbour_weight: weight of D_nbr, the proximity to tokens already kept (greedy spreading;
+            0 = plain top-K).
         centre_weight: weight of the distance-to-centre term D_ctr.
         neighbour_sigma: width, in patches, of the Gaussian kernel over patch distance
-            ||p_i − p_j|| used by D_nbr (4 = one scaffold cell).
-        merge_threshold: ε; grid-adjacent tokens whose scores differ by less than this merge.
+            ||p_i − p_j|| used by D_nbr.
+        spread_rounds: greedy rounds of the spreading selection (each keeps K / rounds groups, then
+            D_nbr is recomputed).
+        merge_threshold: ε; grid-adjacent tokens whose scores differ by less than this merge ...
+        merge_similarity: τ; ... and only when the cosine of their scoring features is at least this.
         coord_hidden: hidden width of the coordinate embedding (x, y, h, w) → coord_hidden → D.
         budget_hidden: hidden width of the adaptive budget MLP.
         entropy_temperature: softmax temperature over patches for the per-channel entropy features.
-        add_coord_embedding: add the coordinate embedding to the output tokens (False returns the
-            raw SigLIP features of the selected groups, e.g. to feed a frozen projector unchanged).
+        add_coord_embedding: add the coordinate embedding to every patch before the projector (False
+            hands the projector the raw SigLIP features).
         check_finite: raise on NaN/inf input tokens (one cheap pass over the input).
     """
 
@@ -45,7 +50,9 @@ class ShirgXConfig:
     neighbour_weight: float = 0.2
     centre_weight: float = 0.1
     neighbour_sigma: float = 4.0
+    spread_rounds: int = 16
     merge_threshold: float = 0.05
+    merge_similarity: float = 0.9
     coord_hidden: int = 128
     budget_hidden: int = 32
     entropy_temperature: float = 1.0
@@ -66,6 +73,11 @@ class ShirgXConfig:
             raise ValueError(f"default_budget {self.default_budget} must be one of budgets {self.budgets}")
         if self.neighbour_sigma <= 0 or self.merge_threshold < 0 or self.entropy_temperature <= 0:
             raise ValueError("neighbour_sigma and entropy_temperature must be > 0, merge_threshold >= 0")
+        if self.spread_rounds < 1 or not -1.0 <= self.merge_similarity <= 1.0:
+            raise ValueError(
+                f"spread_rounds must be >= 1 (got {self.spread_rounds}) and merge_similarity a cosine in [-1, 1] "
+                f"(got {self.merge_similarity})"
+            )
 
     @property
     def num_patches(self) -> int:

@@ -2,8 +2,10 @@
 
 The grid is split like a checkerboard: cells with (row + col) odd are sources, the others
 destinations, so every grid neighbour (up, down, left, right) of a source is a destination. Each
-source picks the neighbour whose score is closest to its own; if they differ by less than ε, the
-source merges into it. A destination can absorb up to its four sources, so a group is a plus shape of
+source picks the neighbour whose score is closest to its own; it merges into it only if the scores
+differ by less than ε *and* their features are alike, cos(f_source, f_destination) ≥ τ (ToMe's
+criterion is feature similarity; a score tie alone would average away detail, e.g. two different
+glyphs of one text line scoring alike). A destination can absorb up to its four sources, so a group is a plus shape of
 at most five patches and keeps a local meaning. When more pairs qualify than may merge (at least K
 tokens must remain), the closest pairs merge first, as in ToMe. Features are then averaged by size,
 coordinates by area (see ``grouping.group_reduce``).
@@ -20,7 +22,12 @@ MAX_MERGED_GROUP = 5  # one destination plus its four grid neighbours
 
 
 def neighbour_merge_targets(
-    scores: torch.Tensor, grid: tuple[int, int], threshold: float = 0.05, max_merges: int | None = None
+    scores: torch.Tensor,
+    grid: tuple[int, int],
+    threshold: float = 0.05,
+    max_merges: int | None = None,
+    features: torch.Tensor | None = None,
+    similarity: float = 0.0,
 ) -> torch.Tensor:
     """Where each patch goes after merging.
 
@@ -29,6 +36,8 @@ def neighbour_merge_targets(
         grid: (rows, cols).
         threshold: ε; a source merges only when |s_source − s_destination| < ε.
         max_merges: most merges per image (N − K keeps at least K tokens); ``None``: no limit.
+        features: (B, N, D) patch features for the similarity gate; ``None``: scores alone decide.
+        similarity: τ; with ``features``, a source merges only when cos(f_source, f_dest) ≥ τ.
 
     Returns:
         (B, N) long: the patch index of the group representative (the destination for merged
@@ -49,6 +58,12 @@ def neighbour_merge_targets(
     target = own_index + offsets.gather(0, direction.view(-1)).view_as(direction)
 
     merge = is_source & (best_difference < threshold)
+    if features is not None:
+        # One cosine per patch, with the neighbour it would join (not all four): N·D work.
+        unit = F.normalize(features.float(), dim=-1)
+        partner = unit.gather(1, target.view(batch, -1, 1).clamp(0, num_patches - 1).expand(-1, -1, unit.shape[-1]))
+        alike = (unit * partner).sum(-1).view(batch, rows, cols) >= similarity
+        merge = merge & alike
     if max_merges is not None and max_merges < num_patches:
         # Rank candidate sources by closeness; only the best max_merges of them merge.
         candidate_difference = torch.where(merge, best_difference, float("inf")).view(batch, -1)

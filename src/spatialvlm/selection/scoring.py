@@ -1,19 +1,23 @@
 """The distance-aware score of SHIRG-X, term by term.
 
-    s_i = w_sim·Sim_i − w_nbr·D_nbr(i) − w_ctr·D_ctr(i)        (defaults 0.7, 0.2, 0.1)
+    s_i = w_sim·Sim_i − w_nbr·D_nbr(i) − w_ctr·D_ctr(i)        (defaults: docs/decisions.md)
 
-Every term is min-max normalised per image to [0, 1], so the weights compare full ranges:
+Sim and D_ctr are min-max normalised per image to [0, 1]; D_nbr is a share in [0, 1]:
 
-- Sim_i, relevance. With a question: max over the question's tokens t of cos(f_i, q_t), with f_i the
-  scoring-layer feature of patch i and q_t the question embedded in the same (vision) space (see
-  ``text_space.py``). Without one: distinctiveness 1 − cos(f_i, f̄), f̄ the mean patch feature of the
-  image, a text-free saliency that is high for patches unlike the bulk of the image.
-- D_nbr(i), neighbour crowding: the relevance of the other patches around i, weighted by their
-  distance, Σ_{j≠i} k(||p_i − p_j||) Sim_j / Σ_{j≠i} k(||p_i − p_j||), k(d) = exp(−d²/2σ²), p in
-  patch units, sums over patches inside the image (so borders are not favoured). A relevant patch
-  among relevant neighbours loses score against an equally relevant one elsewhere: the selection
-  spreads over more of the image.
-- D_ctr(i): ||p_i − c||₂ to the image centre c, divided by its largest value (a corner).
+- Sim_i, relevance. With a question: the exact inner product of the token the language model would
+  receive for patch i, t_i = P(f_i) (the projector, LoRA included, applied to the patch), with the
+  unit question-token embeddings ê_q, max over the question's tokens q (``text_relevance``). Score and
+  question live in one space, the language model's input space; nothing is linearised. Without a
+  question: distinctiveness 1 − cos(f_i, f̄), f̄ the image's mean patch feature, a text-free saliency
+  that is high for patches unlike the bulk of the image.
+- D_nbr(i), proximity to what is already kept: Σ_{j kept} k(‖p_i − p_j‖) / Σ_{j≠i} k(‖p_i − p_j‖),
+  k(d) = exp(−d²/2σ²), p in patch units, sums inside the image: the share of i's neighbourhood
+  already kept. It changes as tokens are kept, so selection is greedy, in a few rounds
+  (``select.select_top_groups``): each round keeps the best groups under the current D_nbr, then
+  D_nbr is recomputed. A patch next to kept tokens loses against an equally relevant one elsewhere,
+  so the selection spreads (the earlier static crowding of *relevance* did not: it penalised every
+  patch of a relevant region alike).
+- D_ctr(i): ‖p_i − c‖₂ to the image centre c, divided by its largest value (a corner).
 """
 
 from __future__ import annotations
@@ -34,33 +38,34 @@ def minmax_normalise(values: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def text_relevance(
     tokens: torch.Tensor, text_embeds: torch.Tensor, text_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Cosine relevance of each patch to the question, max over question tokens.
+    """Relevance of each patch to the question: max over question tokens of ⟨t_i, e_q / ‖e_q‖⟩.
 
     Args:
-        tokens: (B, N, D) scoring-layer patch features.
-        text_embeds: (B, T, D) or (B, D) question embeddings in the same space.
+        tokens: (B, N, H) per-patch tokens in the question's space: the projector's output P(f_i)
+            for a VLM (then this is the exact ⟨P(f_i), ê_q⟩), or any tokens sharing the width.
+        text_embeds: (B, T, H) or (B, H) question-token embeddings (the language model's input
+            embeddings of the question's own tokens: no template, no post-prompt).
         text_mask: (B, T) bool, True for real (non-padding) question tokens.
 
     Returns:
-        (B, N) raw cosine similarities in [−1, 1].
+        (B, N) raw inner products (unbounded; ``distance_aware_score`` normalises them).
     """
     if text_embeds.dim() == 2:
         text_embeds = text_embeds[:, None]
     if text_embeds.dim() != 3 or text_embeds.shape[0] != tokens.shape[0] or text_embeds.shape[-1] != tokens.shape[-1]:
         raise ValueError(
             f"text_embeds must be (B, T, {tokens.shape[-1]}) or (B, {tokens.shape[-1]}) with B = {tokens.shape[0]}, "
-            f"in the scoring feature space; got shape {tuple(text_embeds.shape)}"
+            f"in the space of the scored tokens (the projector's output for a VLM); got shape {tuple(text_embeds.shape)}"
         )
-    # Dividing the (B, N, T) products by the token norms avoids writing a normalised copy of tokens.
-    token_norm = torch.linalg.vector_norm(tokens, dim=-1, keepdim=True).clamp(min=1e-12)
-    cosine = (tokens @ F.normalize(text_embeds, dim=-1).transpose(1, 2)) / token_norm
+    # Unit question vectors: a token with a large embedding norm must not win the max by its norm.
+    products = tokens @ F.normalize(text_embeds.to(tokens.dtype), dim=-1).transpose(1, 2)
     if text_mask is not None:
         if text_mask.shape != text_embeds.shape[:2]:
             raise ValueError(f"text_mask must be {tuple(text_embeds.shape[:2])}; got {tuple(text_mask.shape)}")
         if not bool(text_mask.any(dim=1).all()):
             raise ValueError("text_mask has an image whose question has no unmasked token")
-        cosine = cosine.masked_fill(~text_mask[:, None, :].bool(), float("-inf"))
-    return cosine.amax(dim=-1)
+        products = products.masked_fill(~text_mask[:, None, :].bool(), float("-inf"))
+    return products.amax(dim=-1)
 
 
 def distinctiveness(tokens: torch.Tensor) -> torch.Tensor:
@@ -77,10 +82,11 @@ def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> 
 
 
 def neighbour_crowding(relevance: torch.Tensor, grid: tuple[int, int], sigma: float) -> torch.Tensor:
-    """D_nbr before normalisation: distance-weighted mean relevance of the other patches.
+    """Distance-weighted mean of a per-patch map over the *other* patches:
+    Σ_{j≠i} k(‖p_i − p_j‖) v_j / Σ_{j≠i} k(‖p_i − p_j‖). With v = 1 at kept patches this is D_nbr.
 
     Args:
-        relevance: (B, N) normalised relevance, row-major over ``grid``.
+        relevance: (B, N) values v, row-major over ``grid``.
         grid: (rows, cols).
         sigma: Gaussian width in patches.
 
@@ -113,29 +119,24 @@ def centre_distance(coords: torch.Tensor) -> torch.Tensor:
 
 def distance_aware_score(
     relevance: torch.Tensor,
-    grid: tuple[int, int],
     coords: torch.Tensor,
-    weights: tuple[float, float, float] = (0.7, 0.2, 0.1),
-    sigma: float = 4.0,
+    relevance_weight: float = 0.7,
+    centre_weight: float = 0.1,
 ) -> torch.Tensor:
-    """s = w_sim·Sim − w_nbr·D_nbr − w_ctr·D_ctr, each term normalised to [0, 1] per image.
+    """The static part of the score, w_sim·Sim − w_ctr·D_ctr; D_nbr depends on what is kept and is
+    applied during selection (``select.select_top_groups``).
 
     Args:
-        relevance: (B, N) raw relevance (text cosine or distinctiveness).
-        grid: (rows, cols) of the patches.
+        relevance: (B, N) raw relevance (``text_relevance`` or ``distinctiveness``).
         coords: (N, 4) or (B, N, 4) patch coordinates (x, y, h, w).
-        weights: (w_sim, w_nbr, w_ctr).
-        sigma: width of D_nbr's Gaussian in patches.
+        relevance_weight, centre_weight: w_sim, w_ctr.
 
     Returns:
-        (B, N) scores in [−w_nbr − w_ctr, w_sim].
+        (B, N) float32 scores in [−w_ctr, w_sim].
     """
-    relevance_weight, neighbour_weight, centre_weight = weights
     # Scores are small (B, N) maps: float32 keeps ε-level differences exact under bf16 features.
     sim = minmax_normalise(relevance.float())
     score = relevance_weight * sim
-    if neighbour_weight:
-        score = score - neighbour_weight * minmax_normalise(neighbour_crowding(sim, grid, sigma))
     if centre_weight:
         score = score - centre_weight * centre_distance(coords).expand_as(sim)
     return score

@@ -1,35 +1,76 @@
-"""Top-K over merged groups, with indices that stay consistent from score to gathered token.
+"""Top-K over merged groups with real spreading, and indices consistent from score to gathered token.
 
 Scores, representatives and assignments all index the same (B, N) patch axis: a group's score is the
-mean score of its patches, written at its representative patch; the top K representatives become
+mean score of its patches, written at its representative patch; the kept representatives become
 output slots; every patch then takes the slot of its representative. Features are built afterwards
 from that assignment only, so a kept token's features, coordinates and sources always describe the
 same patches (the earlier attempt ranked unmerged scores but gathered merged features).
+
+Spreading is greedy, NMS-style, in ``rounds`` tensor passes: round r keeps the next K/rounds best
+groups under ``score − w_nbr · D_nbr``, where D_nbr of a group is the mean, over its patches, of the
+share of their neighbourhood already kept (``scoring.neighbour_crowding`` of the kept-patch map).
+With w_nbr = 0 this is plain top-K.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .scoring import neighbour_crowding
 
-def select_top_groups(scores: torch.Tensor, targets: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the K best groups.
+
+def _group_mean(values: torch.Tensor, targets: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """(B, N) per-patch values → (B, N) mean over each group, at its representative (0 elsewhere)."""
+    summed = torch.zeros_like(values).scatter_add_(1, targets, values)
+    return summed / sizes.clamp(min=1)
+
+
+def select_top_groups(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    budget: int,
+    grid: tuple[int, int] | None = None,
+    spread_weight: float = 0.0,
+    sigma: float = 2.0,
+    rounds: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the K best groups, spreading them over the grid when ``spread_weight`` > 0.
 
     Args:
-        scores: (B, N) patch scores.
+        scores: (B, N) patch scores (w_sim·Sim − w_ctr·D_ctr).
         targets: (B, N) long representative patch of each patch (from ``neighbour_merge_targets``).
         budget: K, at most the number of groups in every image.
+        grid: (rows, cols), needed when ``spread_weight`` > 0.
+        spread_weight: w_nbr, the weight of D_nbr (proximity to groups already kept).
+        sigma: Gaussian width of D_nbr in patches.
+        rounds: greedy rounds; round r keeps ⌊K(r+1)/R⌋ − ⌊Kr/R⌋ groups.
 
     Returns:
         assignment: (B, N) long, the output slot in [0, K) of each patch, −1 if its group is dropped.
             Slots follow the representatives' raster order, so kept tokens stay in reading order.
-        group_scores: (B, N) mean score of each group at its representative, −inf elsewhere.
+        group_scores: (B, N) mean score of each group at its representative, −inf elsewhere (before
+            D_nbr, which depends on the order of keeping).
     """
     batch, num_patches = scores.shape
-    summed = torch.zeros_like(scores).scatter_add_(1, targets, scores)
     sizes = torch.zeros_like(scores).scatter_add_(1, targets, torch.ones_like(scores))
-    group_scores = torch.where(sizes > 0, summed / sizes.clamp(min=1), float("-inf"))
-    kept = group_scores.topk(budget, dim=1, sorted=False).indices.sort(dim=1).values
-    slot = torch.full((batch, num_patches), -1, dtype=torch.long, device=scores.device)
-    slot.scatter_(1, kept, torch.arange(budget, device=scores.device).expand(batch, -1))
+    is_group = sizes > 0
+    group_scores = torch.where(is_group, _group_mean(scores, targets, sizes), float("-inf"))
+    if spread_weight and rounds > 1:
+        if grid is None:
+            raise ValueError("select_top_groups needs the grid to spread (spread_weight > 0)")
+        kept = torch.zeros(batch, num_patches, dtype=torch.bool, device=scores.device)
+        for step in range(rounds):
+            count = budget * (step + 1) // rounds - budget * step // rounds
+            if count == 0:
+                continue
+            kept_patches = kept.gather(1, targets).to(scores.dtype)
+            proximity = _group_mean(neighbour_crowding(kept_patches, grid, sigma), targets, sizes)
+            current = (group_scores - spread_weight * proximity).masked_fill(kept, float("-inf"))
+            kept.scatter_(1, current.topk(count, dim=1, sorted=False).indices, True)
+        chosen = kept
+    else:
+        chosen = torch.zeros(batch, num_patches, dtype=torch.bool, device=scores.device)
+        chosen.scatter_(1, group_scores.topk(budget, dim=1, sorted=False).indices, True)
+    # Raster order of the kept representatives: cumulative count over the patch axis.
+    slot = torch.where(chosen, chosen.long().cumsum(dim=1) - 1, -1)
     return slot.gather(1, targets), group_scores

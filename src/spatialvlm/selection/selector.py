@@ -2,17 +2,22 @@
 
 Where it sits in a VLM (LLaVA-OneVision / LaViDa image path):
 
-    image → 672 px → SigLIP (interpolate_pos_encoding) → penultimate-layer patch tokens (B, 2304, 1152)
-          → ShirgXSelector → tokens (B, K + 144, 1152) = selected SigLIP features + CoordinateEmbedding
-          → multimodal projector → language model
+    image → 672 px → SigLIP (interpolate_pos_encoding) → projector-layer patch tokens f (B, 2304, 1152)
+          → + CoordinateEmbedding(patch x, y, h, w) → projector P, per patch → t (B, 2304, H)
+          → Sim = max_q ⟨t_i, ê_q⟩ (exact), merging, spreading top-K, pooling of t
+          → tokens (B, K + 144, H) → language model
 
-The coordinate embedding is added in the projector's input space (``vision_dim``), to every output
-token, scaffold included. Scoring may use another layer (``score_tokens``); the tokens handed on are
-always the ones passed as ``hi_tokens`` (the layer the projector was trained on).
+Pooling after the projector is LaViDa's order (``get_2dPool`` on ``mm_projector`` output): the
+scaffold and every merged group average projected tokens. The coordinate embedding is added in the
+projector's input space (``vision_dim``) to each patch, so a pooled token carries the mean of its
+patches' embeddings. Without a projector the same path runs in the vision space (t = f + E(c)).
+Scoring may use another layer (``score_tokens``: text-free saliency, merge gate, budget head); the
+tokens handed on always come from ``hi_tokens`` (the layer the projector was trained on).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
@@ -23,7 +28,7 @@ from .budget import BudgetHead, patch_entropy
 from .checks import check_budget, check_finite, check_patch_tokens
 from .config import ShirgXConfig
 from .coord_embed import CoordinateEmbedding
-from .dual_scale import dual_scale_tokens, scaffold_source_index
+from .dual_scale import dual_scale_tokens, grid_coords, scaffold_source_index
 from .grouping import group_reduce
 from .merging import MAX_MERGED_GROUP, neighbour_merge_targets
 from .output import SelectionOutput
@@ -73,12 +78,17 @@ class ShirgXSelector(nn.Module):
         }
 
     def relevance(
-        self, score_tokens: torch.Tensor, text_embeds: torch.Tensor | None, text_mask: torch.Tensor | None
+        self,
+        tokens: torch.Tensor,
+        score_tokens: torch.Tensor,
+        text_embeds: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """(B, N) raw Sim: question cosine when ``text_embeds`` is given, distinctiveness otherwise."""
+        """(B, N) raw Sim: exact ⟨t_i, ê_q⟩ on the per-patch output tokens when ``text_embeds`` is
+        given (no gradient: it only ranks), distinctiveness of ``score_tokens`` otherwise."""
         if text_embeds is None:
             return distinctiveness(score_tokens)
-        return text_relevance(score_tokens, text_embeds, text_mask)
+        return text_relevance(tokens.detach(), text_embeds, text_mask)
 
     def forward(
         self,
@@ -88,24 +98,27 @@ class ShirgXSelector(nn.Module):
         *,
         text_mask: torch.Tensor | None = None,
         score_tokens: torch.Tensor | None = None,
+        projector: Callable[[torch.Tensor], torch.Tensor] | None = None,
         timer: StageTiming | None = None,
     ) -> SelectionOutput:
         """Select K + 144 tokens per image.
 
         Args:
             hi_tokens: (B, N, vision_dim) row-major patch tokens of the projector's layer.
-            text_embeds: (B, T, score_dim) or (B, score_dim) question embeddings in the scoring
-                feature space (``pull_back_text_embeds`` maps LLM embeddings there), or None for
-                text-free saliency.
+            text_embeds: (B, T, H) or (B, H) embeddings of the question's own tokens in the space the
+                output tokens live in: the language model's input embeddings when ``projector`` is
+                given (H = its output width), the vision space without. None: text-free saliency.
             budget: K; None lets the adaptive head choose (the batch uses the largest choice).
             text_mask: (B, T) bool, True for real question tokens.
-            score_tokens: (B, N, score_dim) features of another layer to score with; None uses
-                ``hi_tokens``.
-            timer: optional ``StageTimer`` receiving stages scaffold, score, budget, merge, select,
-                embed.
+            score_tokens: (B, N, score_dim) features of another layer for the text-free saliency,
+                the merge gate and the budget head; None uses ``hi_tokens``.
+            projector: the multimodal projector (LoRA-adapted or not), applied to every patch; the
+                scaffold and merged groups are pooled after it. None stays in the vision space.
+            timer: optional ``StageTimer`` receiving stages embed, project, scaffold, score, budget,
+                merge, select.
 
         Returns:
-            :class:`SelectionOutput` with K + 144 tokens per image.
+            :class:`SelectionOutput` with K + 144 tokens per image (width H with a projector).
         """
         config = self.config
         check_patch_tokens(hi_tokens, config.grid)
@@ -126,15 +139,22 @@ class ShirgXSelector(nn.Module):
         if budget is not None:
             check_budget(budget, config.num_patches)
 
+        patch_coords = grid_coords(config.grid, hi_tokens.device)
+        tokens = hi_tokens
+        if config.add_coord_embedding:
+            with _stage(timer, "embed"):
+                tokens = tokens + self.coord_embed(patch_coords).to(tokens.dtype)
+        if projector is not None:
+            with _stage(timer, "project"):
+                tokens = projector(tokens)
         with _stage(timer, "scaffold"):
-            scaffold, hi_coords, scaffold_coords = dual_scale_tokens(hi_tokens, config.grid, config.scaffold_pool)
+            scaffold, hi_coords, scaffold_coords = dual_scale_tokens(tokens, config.grid, config.scaffold_pool)
         with _stage(timer, "score"):
             scores = distance_aware_score(
-                self.relevance(score_tokens, text_embeds, text_mask),
-                config.grid,
+                self.relevance(tokens, score_tokens, text_embeds, text_mask),
                 hi_coords[0],
-                (config.relevance_weight, config.neighbour_weight, config.centre_weight),
-                config.neighbour_sigma,
+                config.relevance_weight,
+                config.centre_weight,
             )
         budget_logits = chosen = None
         if budget is None:
@@ -144,23 +164,21 @@ class ShirgXSelector(nn.Module):
                 budget = int(chosen.max())
         with _stage(timer, "merge"):
             targets = neighbour_merge_targets(
-                scores, config.grid, config.merge_threshold, max_merges=config.num_patches - budget
+                scores, config.grid, config.merge_threshold, max_merges=config.num_patches - budget,
+                features=score_tokens, similarity=config.merge_similarity,
             )
         with _stage(timer, "select"):
-            assignment, _ = select_top_groups(scores, targets, budget)
-            kept = group_reduce(hi_tokens, hi_coords[0], assignment, budget, self.source_width)
+            assignment, _ = select_top_groups(
+                scores, targets, budget, config.grid, config.neighbour_weight, config.neighbour_sigma, config.spread_rounds
+            )
+            kept = group_reduce(tokens, hi_coords[0], assignment, budget, self.source_width)
             batch = hi_tokens.shape[0]
-            tokens = torch.cat([scaffold, kept.tokens], dim=1)
-            coords = torch.cat([scaffold_coords, kept.coords], dim=1)
             source_index = torch.cat([self.scaffold_sources.expand(batch, -1, -1), kept.source_index], dim=1)
-            is_scaffold = torch.zeros(batch, tokens.shape[1], dtype=torch.bool, device=tokens.device)
+            is_scaffold = torch.zeros(batch, budget + scaffold.shape[1], dtype=torch.bool, device=tokens.device)
             is_scaffold[:, : scaffold.shape[1]] = True
-        if config.add_coord_embedding:
-            with _stage(timer, "embed"):
-                tokens = tokens + self.coord_embed(coords).to(tokens.dtype)
         return SelectionOutput(
-            tokens=tokens,
-            coords=coords,
+            tokens=torch.cat([scaffold, kept.tokens], dim=1),
+            coords=torch.cat([scaffold_coords, kept.coords], dim=1),
             is_scaffold=is_scaffold,
             budget=budget,
             source_index=source_index,

@@ -13,6 +13,7 @@ from .arguments import (
     TUNABLE_PART_NAMES,
     DataArguments,
     ModelArguments,
+    SpatialTrainingArguments,
     parse_train_args,
 )
 from .checkpoint import CheckpointManifest, load_trained_model, load_trained_parameters, save_trained_checkpoint
@@ -34,6 +35,7 @@ __all__ = [
     "TUNABLE_PART_NAMES",
     "DataArguments",
     "ModelArguments",
+    "SpatialTrainingArguments",
     "parse_train_args",
     "CheckpointManifest",
     "load_trained_model",

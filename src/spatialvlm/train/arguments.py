@@ -22,6 +22,7 @@ __all__ = [
     "MODEL_FLAG_NAMES",
     "ModelArguments",
     "DataArguments",
+    "SpatialTrainingArguments",
     "parse_train_args",
     "requested_task",
     "train_argument_parser",
@@ -59,6 +60,9 @@ MODEL_FLAG_NAMES: tuple[str, ...] = (
     "memory_L_e",
     "memory_num_heads",
     "memory_dropout",
+    "memory_output",
+    "memory_read_order",
+    "coordinate_normalization",
     "use_spatial_fusion",
     "use_coordinate_injection",
     "use_viewpoint_alignment",
@@ -104,6 +108,17 @@ class ModelArguments:
     memory_L_e: int | None = field(default=None, metadata={"help": "Episodic-memory capacity in entries (32)."})
     memory_num_heads: int | None = field(default=None, metadata={"help": "Heads of the memory attentions (8)."})
     memory_dropout: float | None = field(default=None, metadata={"help": "Dropout of the memory attentions (0.1)."})
+    memory_output: str | None = field(
+        default=None,
+        metadata={"help": "'paper' (Algorithm 1's M_t, default) or 'residual' (H_t + zero-initialised out(M_t))."},
+    )
+    memory_read_order: str | None = field(
+        default=None, metadata={"help": "'read_then_write' (Algorithm 1, default) or 'write_then_read'."}
+    )
+    coordinate_normalization: str | None = field(
+        default=None,
+        metadata={"help": "'per_video' (default), 'metric' (metres, first camera's frame) or 'fixed'."},
+    )
     tune_dual_memory: bool = field(
         default=False, metadata={"help": "Train the dual memory (same as adding 'dual_memory' to mm_tunable_parts)."}
     )
@@ -228,6 +243,19 @@ class DataArguments:
             )
 
 
+@dataclass
+class SpatialTrainingArguments(TrainingArguments):
+    """transformers' ``TrainingArguments`` plus the output-folder guard of ``run_training``."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an earlier run's checkpoints in output_dir. Without it a run that does not "
+            "resume (--resume_from_checkpoint True or a path) refuses to write over them."
+        },
+    )
+
+
 def requested_task(argv: Sequence[str] | None) -> str:
     """The ``--task`` an argument list (or its single ``.json`` file) names; ``"vlm2"`` when none."""
     import json
@@ -246,18 +274,18 @@ def requested_task(argv: Sequence[str] | None) -> str:
 
 
 def train_argument_parser(task: str = "vlm2") -> HfArgumentParser:
-    """``HfArgumentParser`` over the task's model and data argument classes and ``TrainingArguments``."""
+    """``HfArgumentParser`` over the task's model and data argument classes and ``SpatialTrainingArguments``."""
     from .tasks import get_task
 
     task_class = type(get_task(task))
     return HfArgumentParser(
-        (task_class.model_arguments_class, task_class.data_arguments_class, TrainingArguments)
+        (task_class.model_arguments_class, task_class.data_arguments_class, SpatialTrainingArguments)
     )
 
 
 def parse_train_args(
     argv: Sequence[str] | None = None,
-) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+) -> tuple[ModelArguments, DataArguments, SpatialTrainingArguments]:
     """Parse ``--flag value`` arguments (or a single ``.json`` file path) into the three groups.
 
     ``--task`` picks the task first; its ``model_arguments_class`` / ``data_arguments_class``

@@ -43,6 +43,7 @@ __all__ = [
     "load_trained_parameters",
     "load_trained_model",
     "parameters_to_save",
+    "read_checkpoint_tensors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,23 @@ def save_trained_checkpoint(
     manifest.save(output_dir)
 
 
+def read_checkpoint_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of one safetensors file of a checkpoint, with a one-line error naming the file
+    when it is missing, truncated or not a safetensors file (instead of the reader's traceback)."""
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the checkpoint {path.parent} is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(
+            f"{path} is corrupt or truncated ({error}); re-save the checkpoint or use another one "
+            "(e.g. an earlier checkpoint-N)"
+        ) from error
+
+
 def load_trained_parameters(model: nn.Module, checkpoint_dir: str | os.PathLike) -> None:
     """Load a checkpoint's trained parameters (and adapters) into an already-built ``model``.
 
@@ -162,7 +180,7 @@ def load_trained_parameters(model: nn.Module, checkpoint_dir: str | os.PathLike)
     """
     checkpoint_dir = Path(checkpoint_dir)
     manifest = CheckpointManifest.load(checkpoint_dir)
-    tensors = load_file(str(checkpoint_dir / TRAINED_WEIGHTS_NAME))
+    tensors = read_checkpoint_tensors(checkpoint_dir / TRAINED_WEIGHTS_NAME)
     base = _unwrap(model)
     result = base.load_state_dict(tensors, strict=False)
     if result.unexpected_keys:
@@ -175,7 +193,7 @@ def load_trained_parameters(model: nn.Module, checkpoint_dir: str | os.PathLike)
             raise ValueError(f"checkpoint {checkpoint_dir} has LoRA adapters but the model has none")
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(str(checkpoint_dir / ADAPTER_WEIGHTS_NAME)))
+        result = set_peft_model_state_dict(model, read_checkpoint_tensors(checkpoint_dir / ADAPTER_WEIGHTS_NAME))
         if result.unexpected_keys:
             raise ValueError(f"adapters in {checkpoint_dir} do not fit the model, e.g. {result.unexpected_keys[:3]}")
 
@@ -184,7 +202,8 @@ def load_trained_model(
     checkpoint_dir: str | os.PathLike,
     base_model: str | os.PathLike | None = None,
     merge_lora: bool = False,
-    torch_dtype: torch.dtype | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    config: Any = None,
 ) -> nn.Module:
     """Rebuild a trained model from a checkpoint directory, in eval mode.
 
@@ -195,6 +214,8 @@ def load_trained_model(
         merge_lora: fold the LoRA adapters into the language model's weights (faster inference,
             returns the plain model instead of a ``PeftModel``).
         torch_dtype: dtype to load the base weights in (default: the checkpoint's).
+        config: the model config to build instead of the saved one (e.g. the saved one with a
+            module turned off); trained weights of modules it lacks are skipped, with a warning.
 
     Returns:
         The model (a ``PeftModel`` around it when the checkpoint has adapters and not ``merge_lora``).
@@ -204,17 +225,46 @@ def load_trained_model(
     checkpoint_dir = Path(checkpoint_dir)
     manifest = CheckpointManifest.load(checkpoint_dir)
     task = get_task(manifest.task)
-    base_path = str(base_model) if base_model is not None else manifest.base_model
-    config = task.load_config(checkpoint_dir)
-    model, _ = task.load_model(base_path, config, torch_dtype=torch_dtype)
-    tensors = load_file(str(checkpoint_dir / TRAINED_WEIGHTS_NAME))
+    base_path = Path(base_model if base_model is not None else manifest.base_model)
+    if not (base_path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"training checkpoint {checkpoint_dir} builds on the base model {base_path}, which is not there "
+            "(moved?); pass base_model= the base weights' directory"
+        )
+    # Read the trained files first: a corrupt one fails before minutes of loading the base.
+    tensors = read_checkpoint_tensors(checkpoint_dir / TRAINED_WEIGHTS_NAME)
+    adapters = read_checkpoint_tensors(checkpoint_dir / ADAPTER_WEIGHTS_NAME) if manifest.lora else None
+    overridden = config is not None
+    config = config if overridden else task.load_config(checkpoint_dir)
+    model, new_parameters = task.load_model(str(base_path), config, torch_dtype=torch_dtype)
     result = model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys:
-        raise ValueError(f"checkpoint {checkpoint_dir} holds parameters the model lacks, e.g. {result.unexpected_keys[:3]}")
+        message = f"checkpoint {checkpoint_dir} holds parameters the model lacks, e.g. {result.unexpected_keys[:3]}"
+        if not overridden:
+            raise ValueError(message)
+        logger.warning("%s: the given config turns their modules off, so they are not used", message)
+    # The base lacked these weights; the checkpoint restored the ones it holds.
+    still_new = sorted(set(new_parameters) - tensors.keys())
+    if still_new:
+        logger.warning(
+            "%d weights are neither in the base %s nor in the checkpoint (freshly initialised), e.g. %s",
+            len(still_new), base_path, still_new[:3],
+        )
+    if hasattr(model, "vlm2_new_weights"):
+        model.vlm2_new_weights = still_new
     if manifest.lora:
-        from peft import PeftModel
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-        model = PeftModel.from_pretrained(model, str(checkpoint_dir))
+        lora_config = LoraConfig.from_pretrained(str(checkpoint_dir))
+        lora_config.inference_mode = True
+        model = get_peft_model(model, lora_config)
+        loaded = set_peft_model_state_dict(model, adapters)
+        missing = [key for key in loaded.missing_keys if ".lora_" in key]
+        if loaded.unexpected_keys or missing:
+            raise ValueError(
+                f"adapters in {checkpoint_dir / ADAPTER_WEIGHTS_NAME} do not fit the model: "
+                f"unexpected {loaded.unexpected_keys[:3]}, missing {missing[:3]}"
+            )
         if merge_lora:
             model = model.merge_and_unload()
     return model.eval()

@@ -9,17 +9,20 @@ change how one step runs (e.g. VLM²'s streaming memory).
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from transformers import Trainer
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCHEDULER_NAME, TRAINING_ARGS_NAME
 
 from .checkpoint import CheckpointManifest, load_trained_parameters, save_trained_checkpoint
 from .tunable import canonical_parameter_name
 
 __all__ = ["SpatialTrainer", "learning_rate_group"]
+
+logger = logging.getLogger(__name__)
 
 
 class SpatialTrainer(Trainer):
@@ -90,11 +93,39 @@ class SpatialTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         load_trained_parameters(model if model is not None else self.model, resume_from_checkpoint)
 
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # The stock Trainer silently starts a fresh optimiser when a checkpoint lacks these files.
+        if checkpoint is not None and not self.is_deepspeed_enabled:
+            missing = [name for name in (OPTIMIZER_NAME, SCHEDULER_NAME) if not _has_state(checkpoint, name)]
+            if missing:
+                logger.warning(
+                    "checkpoint %s has no %s: training resumes with a fresh optimizer and learning-rate "
+                    "schedule (Adam moments restart at zero)",
+                    checkpoint,
+                    " or ".join(missing),
+                )
+        super()._load_optimizer_and_scheduler(checkpoint)
+
     def _load_best_model(self) -> None:
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             super()._load_best_model()
             return
         load_trained_parameters(self.model, self.state.best_model_checkpoint)
+
+
+def _has_state(checkpoint: str, name: str) -> bool:
+    """Whether ``checkpoint`` holds ``name`` as the Trainer looks for it (``optimizer.pt``, its
+    ``.bin`` form, or an FSDP ``optimizer*`` folder)."""
+    if os.path.isfile(os.path.join(checkpoint, name)):
+        return True
+    if name != OPTIMIZER_NAME:
+        return False
+    if os.path.isfile(os.path.join(checkpoint, OPTIMIZER_NAME_BIN)):
+        return True
+    stem = OPTIMIZER_NAME_BIN.split(".")[0]
+    return os.path.isdir(checkpoint) and any(
+        stem in entry and os.path.isdir(os.path.join(checkpoint, entry)) for entry in os.listdir(checkpoint)
+    )
 
 
 def learning_rate_group(name: str, learning_rate_groups: Mapping[str, tuple[Sequence[str], float]]) -> str:

@@ -6,7 +6,15 @@ ids) → ``generate_questions`` (all 8 VSI-Bench types and the VSTI-Bench camera
 """
 
 from spatialvlm.data.synthetic.camera import CameraConfig, look_at, make_intrinsics, sample_camera_path
-from spatialvlm.data.synthetic.dataset import DATASET_NAME, SynthConfig, SyntheticScene, generate_split, make_scene, write_scene_files
+from spatialvlm.data.synthetic.dataset import (
+    DATASET_NAME,
+    SynthConfig,
+    SyntheticScene,
+    first_camera_geometry,
+    generate_split,
+    make_scene,
+    write_scene_files,
+)
 from spatialvlm.data.synthetic.questions import QUESTION_GENERATORS, QuestionConfig, SceneView, format_number, generate_questions
 from spatialvlm.data.synthetic.render import ROOM_ID, RenderedFrames, render_scene
 from spatialvlm.data.synthetic.scene import (
@@ -38,6 +46,7 @@ __all__ = [
     "SyntheticScene",
     "box_distance",
     "category_by_name",
+    "first_camera_geometry",
     "format_number",
     "generate_questions",
     "generate_split",

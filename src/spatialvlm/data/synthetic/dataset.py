@@ -8,6 +8,12 @@ Layout of ``out_dir`` (what ``spatialvlm eval --benchmark vsibench|vstibench --d
     synthetic/<scene_name>_geometry/frame_00000.safetensors ...   per-frame geometry
                                                   (points, depth, valid, pose, intrinsics)
 
+The geometry files are in the **first frame's camera frame** (OpenCV: x right, y down, z forward;
+metres), as CUT3R, VGGT and π³ give theirs: frame 0's pose is the identity, points and poses are
+rotated and translated away from the room's axes, so neither the floor nor a room corner sits at a
+known place. The scene json keeps the answer-side world frame (z up, room ``[0, W] × [0, D]``) and
+``world_from_geometry``, the 4×4 that maps geometry-frame points into it.
+
 Scene ``k`` of split ``s`` with seed ``S`` is drawn from ``np.random.SeedSequence([S, s, k])``, so
 splits never share scenes, and a scene is the same whatever the number of scenes generated.
 """
@@ -29,7 +35,15 @@ from spatialvlm.data.synthetic.questions import QuestionConfig, SceneView, gener
 from spatialvlm.data.synthetic.render import RenderedFrames, render_scene
 from spatialvlm.data.synthetic.scene import Scene, SceneConfig, sample_scene
 
-__all__ = ["SynthConfig", "SyntheticScene", "make_scene", "generate_split", "write_scene_files", "DATASET_NAME"]
+__all__ = [
+    "SynthConfig",
+    "SyntheticScene",
+    "make_scene",
+    "generate_split",
+    "write_scene_files",
+    "first_camera_geometry",
+    "DATASET_NAME",
+]
 
 DATASET_NAME = "synthetic"
 
@@ -87,6 +101,21 @@ def make_scene(config: SynthConfig, index: int) -> SyntheticScene:
     return SyntheticScene(f"{config.split}_{index:05d}", scene, frames, questions)
 
 
+def first_camera_geometry(frames: RenderedFrames) -> tuple[np.ndarray, np.ndarray]:
+    """World points and poses re-expressed in frame 0's camera frame (what the geometry files hold).
+
+    Returns:
+        points (T, H, W, 3) float32 and poses (T, 4, 4) float64 camera-to-first-camera; poses[0] is
+        the identity. ``frames.poses[0] @ [p; 1]`` maps a returned point p back to the world.
+    """
+    reference = frames.poses[0]
+    rotation, origin = reference[:3, :3], reference[:3, 3]
+    # Camera coordinates are Rᵀ (p − o); with row vectors that is (p − o) R.
+    points = ((frames.points.astype(np.float64) - origin) @ rotation).astype(np.float32)
+    poses = np.linalg.inv(reference)[None] @ frames.poses
+    return points, poses
+
+
 def write_scene_files(out_dir: Path, item: SyntheticScene, config: SynthConfig) -> None:
     """Write the video, scene json and per-frame geometry of one scene under ``out_dir/synthetic``."""
     import torch
@@ -102,18 +131,21 @@ def write_scene_files(out_dir: Path, item: SyntheticScene, config: SynthConfig) 
         "image_size": [config.image_size, config.image_size],
         "intrinsics": item.frames.intrinsics.tolist(),
         "poses": item.frames.poses.tolist(),
+        "geometry_frame": "camera of frame 0 (OpenCV: x right, y down, z forward), metres",
+        "world_from_geometry": item.frames.poses[0].tolist(),
         "visible_pixels": item.frames.visible_pixels.tolist(),
         "config": asdict(config),
     }
     (folder / f"{item.name}.json").write_text(json.dumps(description))
     geometry_dir = folder / f"{item.name}_geometry"
     intrinsics = torch.from_numpy(item.frames.intrinsics).float()
-    for index in range(len(item.frames.poses)):
+    points, poses = first_camera_geometry(item.frames)
+    for index in range(len(poses)):
         frame = FrameGeometry(
-            points=torch.from_numpy(item.frames.points[index]) if config.write_points else None,
+            points=torch.from_numpy(points[index]) if config.write_points else None,
             depth=torch.from_numpy(item.frames.depth[index]),
             valid=torch.ones(item.frames.depth.shape[1:], dtype=torch.bool),
-            pose=torch.from_numpy(item.frames.poses[index]).float(),
+            pose=torch.from_numpy(poses[index]).float(),
             intrinsics=intrinsics,
         )
         save_frame_geometry(geometry_dir / frame_filename(index), frame)

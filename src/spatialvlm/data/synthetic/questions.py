@@ -40,7 +40,10 @@ class QuestionConfig:
     """Knobs of question generation.
 
     Attributes:
-        questions_per_type: most questions of each type per scene.
+        questions_per_type: most questions of each type per scene. The default 1 gives room size
+            (one room per scene) the same weight as every other type; grow a split by scenes.
+        counting_needs_several_views: ask to count a category with several instances only when no
+            single frame shows a pixel of every instance (the answer needs memory across frames).
         min_visible_fraction: share of a frame's pixels an object needs there to count as seen
             (0.002 is 18 pixels at 96 px).
         direction_margin_deg: closest a direction may be to a decision boundary, degrees.
@@ -53,7 +56,8 @@ class QuestionConfig:
         movement_dominance: the main horizontal motion component must exceed the other by this factor.
     """
 
-    questions_per_type: int = 2
+    questions_per_type: int = 1
+    counting_needs_several_views: bool = True
     min_visible_fraction: float = 0.002
     direction_margin_deg: float = 15.0
     distance_margin: float = 0.15
@@ -161,7 +165,10 @@ def _object_counting(ctx: _Context, rng: np.random.Generator) -> Iterator[Row]:
     categories = sorted(rng.permutation(ctx.categories), key=lambda c: len(ctx.instances[str(c)]) < 2)
     for category in categories:
         instances = ctx.instances[str(category)]
-        if all(ctx.seen[:, i].any() for i in instances):
+        if not all(ctx.seen[:, i].any() for i in instances):
+            continue
+        in_one_frame = bool((ctx.view.visible_pixels[:, instances] > 0).all(1).any())
+        if len(instances) == 1 or not (ctx.config.counting_needs_several_views and in_one_frame):
             yield _row("object_counting", f"How many {category}(s) are in this room?", str(len(instances)), objects=instances)
 
 

@@ -17,6 +17,17 @@ whose answer loss is within ``budget_target_margin`` nats/token of the largest b
 selector + projector + language model (the vision tower runs once), every
 ``budget_target_every`` steps; 0 switches the budget head's training off.
 
+The answer loss follows the language model's kind (``checkpoint_diffusion_attention``): a shifted
+next-token cross-entropy under causal attention for an autoregressive model; for a masked-diffusion
+LM (a converted LaViDa / LLaDA) LaViDa's objective (``llava_llada.py``): a ratio t ~ U(0, 1) per
+sample, each answer token masked with probability t (``diffusion_answer_mask``), a second,
+complementary copy masking exactly the other answer tokens, cross-entropy at the masked positions of
+both copies *without* a label shift, under the attention the checkpoint was trained with
+(bidirectional, or prefix-DLM), padding treated as answer (LLaDA SFT, LaViDa Sec. A.3). Weighting
+(``diffusion_loss_weighting``): ``"lavida"`` (default) is what LaViDa's code computes, the mean over
+all masked tokens; ``"elbo"`` is the 1/t-weighted estimate of LaViDa's Eq. 2 / LLaDA's SFT loss.
+The budget targets use the same loss, with one mask shared by every budget.
+
 Pieces: ``ShirgXModelArguments`` / ``ShirgXDataArguments`` (the task's flags), ``ShirgXTrainingConfig``
 (stored in the model config as ``config.shirgx``), ``ShirgXTrainingModel`` (VLM + selector with the
 mixed-budget loss), ``ImageQADataset`` / ``ImageQACollator``, ``ShirgXTrainer``, ``ShirgXTask``.
@@ -62,6 +73,8 @@ __all__ = [
     "ShirgXTask",
     "answer_token_losses",
     "budget_targets",
+    "diffusion_answer_mask",
+    "masked_diffusion_loss",
     "load_image_qa_records",
     "projector_lora_parameter_count",
     "sample_budget",
@@ -80,6 +93,7 @@ SHIRGX_PART_MAP: PartMap = {
 PROJECTOR_LORA_TARGETS: tuple[str, ...] = ("multi_modal_projector.linear_1", "multi_modal_projector.linear_2")
 
 _PROJECTOR_PREFIX = "model.model.multi_modal_projector"
+DIFFUSION_WEIGHTINGS = ("lavida", "elbo")
 _LANGUAGE_MODEL_PREFIX = "model.model.language_model"
 
 
@@ -123,6 +137,11 @@ class ShirgXModelArguments(ModelArguments):
         default=None, metadata={"help": "SigLIP hidden_states index to score with (default: the projector's layer)."}
     )
     text_conditioned: bool = field(default=True, metadata={"help": "Score patches against the question."})
+    diffusion_loss_weighting: str = field(
+        default="lavida",
+        metadata={"help": "Masked-diffusion LMs only: 'lavida' (LaViDa's code: mean CE over masked tokens) or "
+                  "'elbo' (1/t-weighted, LaViDa Eq. 2 / LLaDA SFT)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +154,9 @@ class ShirgXModelArguments(ModelArguments):
             raise ValueError(f"projector_lora_r must be >= 1, got {self.projector_lora_r}")
         if self.budget_target_every < 0 or self.budget_loss_weight < 0 or self.budget_target_margin < 0:
             raise ValueError("budget_target_every, budget_loss_weight and budget_target_margin must be >= 0")
+        if self.diffusion_loss_weighting not in DIFFUSION_WEIGHTINGS:
+            raise ValueError(f"diffusion_loss_weighting must be one of {DIFFUSION_WEIGHTINGS}, "
+                             f"got {self.diffusion_loss_weighting!r}")
 
     @property
     def budget_list(self) -> tuple[int, ...]:
@@ -165,6 +187,8 @@ class ShirgXTrainingConfig:
         budget_target_margin: nats per answer token a smaller budget may lose against the largest
             and still be the target (0.05).
         budget_target_every: steps between budget-target computations (0: never).
+        diffusion_loss_weighting: masked-diffusion LMs: ``"lavida"`` or ``"elbo"`` (module docstring).
+        diffusion_mask_eps: the smallest masking ratio, ``t' = (1 − eps) t + eps`` (LaViDa/LLaDA: 1e-3).
     """
 
     selector: ShirgXConfig
@@ -174,8 +198,12 @@ class ShirgXTrainingConfig:
     budget_loss_weight: float = 0.1
     budget_target_margin: float = 0.05
     budget_target_every: int = 1
+    diffusion_loss_weighting: str = "lavida"
+    diffusion_mask_eps: float = 1e-3
 
     def __post_init__(self) -> None:
+        if self.diffusion_loss_weighting not in DIFFUSION_WEIGHTINGS:
+            raise ValueError(f"diffusion_loss_weighting must be one of {DIFFUSION_WEIGHTINGS}")
         budgets = self.selector.budgets
         if any(b <= a for a, b in zip(budgets, budgets[1:])):
             raise ValueError(f"selector budgets must be increasing for the budget target; got {budgets}")
@@ -252,6 +280,71 @@ def budget_targets(answer_losses: Tensor, margin: float) -> Tensor:
     return within.to(torch.uint8).argmax(dim=1)
 
 
+def diffusion_answer_mask(
+    answer_mask: Tensor, eps: float = 1e-3, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """LaViDa's forward process over the answer tokens.
+
+    Per sample t ~ U(0, 1) and ratio ``(1 − eps) t + eps``; each answer token is masked when its
+    uniform draw is ≤ max(ratio, the row's smallest draw), so at least one answer token is masked.
+    (LaViDa takes that minimum over the whole padded sequence, prompt included; over the answer it
+    guarantees what it is for.) The complementary copy masks ``answer_mask & ~masked``.
+
+    Args:
+        answer_mask: (B, T) bool, True at answer (labelled) positions.
+        eps: smallest ratio.
+        generator: random source.
+
+    Returns:
+        ``(masked, ratio)``: (B, T) bool (a subset of ``answer_mask``) and (B,) float ratios.
+    """
+    batch, length = answer_mask.shape
+    t = torch.rand(batch, generator=generator, device=answer_mask.device)
+    ratio = (1 - eps) * t + eps
+    draws = torch.rand((batch, length), generator=generator, device=answer_mask.device)
+    lowest = draws.masked_fill(~answer_mask, 2.0).amin(1)
+    masked = (draws <= torch.maximum(ratio, lowest)[:, None]) & answer_mask
+    return masked, ratio
+
+
+def masked_diffusion_loss(
+    logits: Tensor, labels: Tensor, masked: Tensor, ratio: Tensor, weighting: str = "lavida", eps: float = 1e-3
+) -> tuple[Tensor, Tensor]:
+    """The complementary-masking diffusion loss: cross-entropy at masked positions, no label shift.
+
+    Args:
+        logits: (2B, T, V): rows ``:B`` see ``masked`` replaced by the mask token, rows ``B:`` the
+            complementary copy (the other answer tokens masked).
+        labels: (B, T) clean ids, ``IGNORE_INDEX`` outside the answers.
+        masked: (B, T) bool, the first copy's masked answer positions.
+        ratio: (B,) the first copy's masking ratio t (the complement's is 1 − t).
+        weighting: ``"lavida"``: Σ CE / number of masked tokens over both copies (LaViDa's code);
+            ``"elbo"``: per copy Σ CE / (ratio · answer length), averaged over the 2B copies
+            (LLaDA's SFT estimator; the complement's ratio clamped at ``eps``).
+
+    Returns:
+        ``(loss, per_sample)``: the scalar loss and (B,) mean cross-entropy per answer token (each
+        answer token is masked in exactly one copy), which the budget targets compare.
+    """
+    batch = labels.shape[0]
+    if logits.shape[:2] != (2 * batch, labels.shape[1]):
+        raise ValueError(f"logits must be (2B, T, V) = (2×{batch}, {labels.shape[1]}, V); got {tuple(logits.shape)}")
+    answer = labels != IGNORE_INDEX
+    copies = torch.cat([masked & answer, ~masked & answer])
+    targets = labels.repeat(2, 1).masked_fill(~copies, 0)
+    token_ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none") * copies
+    answer_lengths = answer.sum(1).clamp(min=1)
+    per_sample = (token_ce[:batch] + token_ce[batch:]).sum(1) / answer_lengths
+    if weighting == "lavida":
+        loss = token_ce.sum() / copies.sum().clamp(min=1)
+    elif weighting == "elbo":
+        rates = torch.cat([ratio, (1 - ratio).clamp(min=eps)]).to(token_ce.dtype)
+        loss = (token_ce.sum(1) / (rates * answer_lengths.repeat(2))).sum() / (2 * batch)
+    else:
+        raise ValueError(f"weighting must be one of {DIFFUSION_WEIGHTINGS}, got {weighting!r}")
+    return loss, per_sample
+
+
 @dataclass
 class ShirgXTrainingOutput(ModelOutput):
     """Output of ``ShirgXTrainingModel.forward``.
@@ -260,7 +353,8 @@ class ShirgXTrainingOutput(ModelOutput):
         loss: answer_loss + budget_loss_weight · budget_loss (scalar).
         answer_loss: mean cross-entropy over the batch's answer tokens at the step's budget.
         budget_loss: cross-entropy of the budget head against ``budget_targets`` (0 when not computed).
-        logits: (B, T + K + S − 1, V) language-model logits at the step's budget.
+        logits: (B, T + K + S − 1, V) language-model logits at the step's budget; (2B, …) for a
+            masked-diffusion LM (the masked copies, then the complementary copies).
         budget_logits: (B, n_budgets) the budget head's logits.
         budget_targets: (B,) target budget indices, or None when not computed this step.
         budget_answer_losses: (B, n_budgets) per-sample answer losses at every budget, or None.
@@ -298,6 +392,16 @@ class ShirgXTrainingModel(nn.Module):
         self.config = model.config
         self.config.shirgx = training_config.to_dict()
         self.image_path()  # checks grid, widths and the projector's feature layer now, not at step 1
+        from ...models.diffusion import checkpoint_diffusion_attention
+
+        # The model kind picks the objective: None = autoregressive, else the diffusion training attention.
+        self.diffusion_attention = checkpoint_diffusion_attention(model.config)
+        self.mask_token_id = None
+        if self.diffusion_attention is not None:
+            text_config = getattr(model.config, "text_config", model.config)
+            self.mask_token_id = getattr(text_config, "mask_token_id", None)
+            if self.mask_token_id is None:
+                raise ValueError("the model's config marks a masked-diffusion LM but has no text_config.mask_token_id")
 
     def image_path(self):
         """The ``ShirgXImagePath`` over this model and selector (shares their parameters)."""
@@ -315,8 +419,9 @@ class ShirgXTrainingModel(nn.Module):
         question_mask: Tensor | None = None,
         budget: int | None = None,
         compute_budget_target: bool = False,
+        diffusion_mask: tuple[Tensor, Tensor] | None = None,
     ) -> ShirgXTrainingOutput:
-        """Teacher-forced loss at one budget, plus the budget head's loss.
+        """Teacher-forced (or masked-diffusion) loss at one budget, plus the budget head's loss.
 
         Args:
             input_ids: (B, T) prompts + answers with one image placeholder each.
@@ -327,6 +432,8 @@ class ShirgXTrainingModel(nn.Module):
             budget: K for this step (default: the selector's ``default_budget``).
             compute_budget_target: also run the other budgets without gradients and train the
                 budget head towards ``budget_targets``.
+            diffusion_mask: masked-diffusion LMs: ``(masked (B, T) bool, ratio (B,))`` over the
+                unexpanded text to use instead of drawing ``diffusion_answer_mask`` (tests, evaluation).
         """
         config = self.training_config
         budgets = config.selector.budgets
@@ -340,17 +447,40 @@ class ShirgXTrainingModel(nn.Module):
         question_mask = None if question_mask is None else question_mask.bool()
         question_embeds = None if question_ids is None else self.model.get_input_embeddings()(question_ids)
 
+        diffusion = self.diffusion_attention is not None
+        if diffusion:
+            if attention_mask is not None:
+                # LLaDA SFT / LaViDa: padding is answer (the model learns to end with it) and is attended to.
+                padding = attention_mask == 0
+                labels = torch.where(padding, input_ids, labels)
+                attention_mask = torch.ones_like(attention_mask)
+            text_answer = labels != IGNORE_INDEX
+            if diffusion_mask is None:
+                diffusion_mask = diffusion_answer_mask(text_answer, config.diffusion_mask_eps)
+            masked, ratio = diffusion_mask
+
         def answer_losses_at(k: int) -> tuple[Tensor, Tensor, Tensor]:
+            """(logits, loss, per-sample loss) at budget k."""
             # The image path's own selection: the adapted projector ranks patches as the merged model will.
             features = path.select_and_project(hidden_states, question_embeds, question_mask, k)
             inputs = path.build_inputs(input_ids, features.tokens, attention_mask, labels)
             expanded_labels = inputs.pop("labels")
+            if diffusion:
+                answer = expanded_labels != IGNORE_INDEX
+                # The same answer tokens are masked at every budget: image tokens only shift them.
+                expanded_masked = torch.zeros_like(answer)
+                expanded_masked[answer] = masked[text_answer]
+                logits = self._diffusion_logits(inputs, answer, expanded_masked)
+                loss, per_sample = masked_diffusion_loss(
+                    logits, expanded_labels, expanded_masked, ratio, config.diffusion_loss_weighting,
+                    config.diffusion_mask_eps,
+                )
+                return logits, loss, per_sample
             logits = self.model(**inputs).logits
             losses, mask = answer_token_losses(logits, expanded_labels)
-            return logits, losses, mask
+            return logits, losses.sum() / mask.sum().clamp(min=1), losses.sum(1) / mask.sum(1).clamp(min=1)
 
-        logits, losses, mask = answer_losses_at(budget)
-        answer_loss = losses.sum() / mask.sum().clamp(min=1)
+        logits, answer_loss, per_sample = answer_losses_at(budget)
 
         # The head reads the image; its loss must not reshape the vision features.
         head_input = projector_tokens if score_tokens is None else score_tokens
@@ -358,15 +488,10 @@ class ShirgXTrainingModel(nn.Module):
         budget_logits = self.selector.budget_head(entropy)
         targets = per_budget = None
         if compute_budget_target:
-            per_sample = losses.detach().sum(1) / mask.sum(1).clamp(min=1)
             columns = []
             with torch.no_grad():
                 for k in budgets:
-                    if k == budget:
-                        columns.append(per_sample)
-                    else:
-                        _, other, other_mask = answer_losses_at(k)
-                        columns.append(other.sum(1) / other_mask.sum(1).clamp(min=1))
+                    columns.append(per_sample.detach() if k == budget else answer_losses_at(k)[2])
             per_budget = torch.stack(columns, dim=1)
             targets = budget_targets(per_budget, config.budget_target_margin)
             budget_loss = F.cross_entropy(budget_logits.float(), targets)
@@ -382,6 +507,31 @@ class ShirgXTrainingModel(nn.Module):
             budget_targets=targets,
             budget_answer_losses=per_budget,
         )
+
+    def _diffusion_logits(self, inputs: dict[str, Tensor], answer: Tensor, masked: Tensor) -> Tensor:
+        """Both copies (``masked`` and its complement replaced by the mask token) through the language
+        model under the checkpoint's training attention: (2B, T, V) logits."""
+        from ...models.diffusion import additive_mask
+
+        embeds, valid = inputs["inputs_embeds"], inputs["attention_mask"].bool()
+        mask_embed = self.model.get_input_embeddings()(torch.tensor([self.mask_token_id], device=embeds.device))
+        copies = torch.cat([
+            torch.where(masked[..., None], mask_embed.to(embeds.dtype), embeds),
+            torch.where((answer & ~masked)[..., None], mask_embed.to(embeds.dtype), embeds),
+        ])
+        valid = valid.repeat(2, 1)
+        length = valid.shape[1]
+        allowed = valid[:, None, :].expand(-1, length, -1)
+        if self.diffusion_attention == "prefix_dlm":
+            # LaViDa's prefix_lm: the prompt (before the first answer token) does not see the answer.
+            prompt_length = answer.float().argmax(1).repeat(2)
+            position = torch.arange(length, device=embeds.device)
+            allowed = allowed & ((position[None, None, :] < prompt_length[:, None, None])
+                                 | (position[None, :, None] >= prompt_length[:, None, None]))
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        return self.model(
+            inputs_embeds=copies, attention_mask=additive_mask(allowed, embeds.dtype), position_ids=positions
+        ).logits
 
     # Activation checkpointing and frozen-embedding support act on the wrapped VLM.
     @property
@@ -418,7 +568,8 @@ def load_image_qa_records(path: str | os.PathLike, post_prompt: str = "") -> lis
     ``{"id", "image", "conversations": [...]}``.
 
     Returns:
-        ``[{"id", "image", "conversations"}]``.
+        ``[{"id", "image", "conversations"}]``, plus ``"question"`` (the bare question, no post-prompt)
+        for plain QA rows.
     """
     path = Path(path)
     rows = read_record_list(path)
@@ -432,7 +583,10 @@ def load_image_qa_records(path: str | os.PathLike, post_prompt: str = "") -> lis
             turns = _qa_turns(row, post_prompt)
         except ValueError as error:
             raise ValueError(f"{name} {error}") from error
-        records.append({"id": str(row.get("id", index)), "image": row["image"], "conversations": turns})
+        record = {"id": str(row.get("id", index)), "image": row["image"], "conversations": turns}
+        if not row.get("conversations"):
+            record["question"] = row["question"]  # without the post-prompt: what relevance scores
+        records.append(record)
     return records
 
 
@@ -499,8 +653,14 @@ class ImageQADataset(Dataset):
             )
         except ValueError as error:
             raise ValueError(f"record {index} ({record['id']}): {error}") from error
-        question = next(m["content"] for m in messages if m["role"] == "user").replace(self.image_token, "").strip()
-        question_ids = torch.tensor(self.tokenizer(question, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        from ...models.shirgx_vlm import question_token_ids
+
+        # Relevance scores the question's own tokens, tokenised as ``ShirgXImagePath.answer`` does:
+        # the plain-QA question without its post-prompt, else the user turn without the image token.
+        question = record.get("question") or next(
+            m["content"] for m in messages if m["role"] == "user"
+        ).replace(self.image_token, "")
+        question_ids = torch.tensor(question_token_ids(self.tokenizer, question), dtype=torch.long)
         return {"input_ids": input_ids, "labels": labels, "pixel_values": pixels, "question_ids": question_ids}
 
 
@@ -620,6 +780,7 @@ class ShirgXTask(TrainingTask):
             budget_loss_weight=model_args.budget_loss_weight,
             budget_target_margin=model_args.budget_target_margin,
             budget_target_every=model_args.budget_target_every,
+            diffusion_loss_weighting=model_args.diffusion_loss_weighting,
         ).to_dict()
         return config
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ...data.video import read_video
-from ...geometry import load_geometry_source, read_frames
+from ...geometry import check_metric_scale, load_geometry_source, read_frames
 from ..arguments import DataArguments, ModelArguments
 from ..conversation import IGNORE_INDEX, load_conversation_records, pad_sequences, to_chat_messages, tokenize_conversation
 from ..trainer import SpatialTrainer
@@ -119,6 +119,7 @@ class VideoConversationDataset(Dataset):
         item: dict[str, Tensor] = {"pixel_values_videos": self.processor.preprocess_frames(clip.frames)}
         if self.config.needs_geometry:
             source = load_geometry_source(self.geometry_folder / record["geometry"])
+            check_metric_scale(source, self.processor.coordinate_normalization)
             geometry, _ = self.processor.prepare_geometry(read_frames(source, clip.indices.tolist()))
             item.update(geometry)
         shown_frames = self.data_args.stream_chunk_frames if stream else len(clip)
@@ -275,7 +276,9 @@ class VLM2Task(TrainingTask):
     def build_processor(self, model_args: ModelArguments, config: Any):
         from ...models.processing import VLM2Processor
 
-        return VLM2Processor.from_pretrained(model_args.model_name_or_path)
+        return VLM2Processor.from_pretrained(
+            model_args.model_name_or_path, coordinate_normalization=config.coordinate_normalization
+        )
 
     def build_train_data(self, processor: Any, data_args: DataArguments, config: Any):
         if data_args.data_path is None:

@@ -1,0 +1,424 @@
+"""The synthetic-pretrained base every VLM² ablation row starts from (the tiny "LLaVA-Video" stage).
+
+    python -m spatialvlm.experiments.vlm2_base --data BENCH --out base_out [--quick]
+
+A real VLM² is fine-tuned from a pretrained VLM. At tiny scale the pretraining is done here, on
+the synthetic renderer's own knowledge, in two stages that never see 3D inputs:
+
+(a) **Vision tower**: the tiny SigLIP learns the renderer's exact per-patch labels — the share of
+    each of 14 classes in the patch (floor, wall, ceiling and the 11 object categories), the
+    patch's mean log depth and its mean height above the floor — from frames of the training split
+    (decoded from its mp4s, so the pixels are the ones the model sees later), through a linear head
+    on the layer the projector reads. The head is dropped afterwards.
+(b) **Projector + language model** (vision tower frozen, no fusion, no memory): trained on the
+    training split's VSI-Bench questions (official prompt → gold answer) and one scene description
+    per video ("Describe the objects in this room in the order they appear." → "chair, 3 tv, ..."),
+    video frames only.
+
+Both stages log training and held-out losses (held-out: frames / questions of the test split's
+first scenes, never used to choose anything) to ``OUT/base_training.json``; ``OUT/base`` is a
+``load_vlm2`` checkpoint with ``synthetic_base.json`` (config, command, losses). Reruns reuse a
+finished stage (``OUT/stage_a``), so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BaseConfig", "NUM_PATCH_CLASSES", "patch_labels", "describe_scene", "build_base", "main"]
+
+# floor, wall, ceiling, then the object categories in ``CATEGORIES`` order.
+NUM_ROOM_CLASSES = 3
+
+
+NUM_PATCH_CLASSES = NUM_ROOM_CLASSES + 11  # 11 = len(CATEGORIES), checked in the tests
+DESCRIPTION_PROMPT = "Describe the objects in this room in the order they appear."
+
+
+@dataclass
+class BaseConfig:
+    """Every knob of the base, with its default and meaning.
+
+    Data:
+        data_dir: benchmark directory holding the ``train`` split (``spatialvlm synth``) and, for
+            held-out losses, the ``test`` split.
+        out_dir: where stages, logs and the base checkpoint go.
+        seed: seed of the split (must be the one ``data_dir`` was rendered with) and of training.
+        num_frames / image_size: frames per video and frame side (a multiple of the patch, 14).
+
+    Tiny model (``tiny_vlm2_config``):
+        vision_hidden_size / vision_layers, text_hidden_size / text_layers.
+
+    Stage (a), vision tower on per-patch labels:
+        vision_scenes: training scenes whose frames are used; vision_frames_per_scene of each.
+        vision_steps / vision_batch_frames / vision_learning_rate: AdamW, cosine, 5 % warm-up.
+
+    Stage (b), projector + language model:
+        lm_epochs / lm_max_steps (> 0 overrides epochs) / lm_batch_size / lm_learning_rate.
+        lm_train_scenes: training scenes whose questions are used (None: all).
+        held_out_scenes: test scenes for held-out losses (both stages).
+        num_threads: torch threads.
+    """
+
+    data_dir: str = "bench"
+    out_dir: str = "vlm2_base_out"
+    seed: int = 0
+    num_frames: int = 32
+    image_size: int = 112
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    text_hidden_size: int = 128
+    text_layers: int = 2
+    vision_scenes: int = 300
+    vision_frames_per_scene: int = 8
+    vision_steps: int = 600
+    vision_batch_frames: int = 32
+    vision_learning_rate: float = 2e-3
+    lm_epochs: float = 1.0
+    lm_max_steps: int = -1
+    lm_batch_size: int = 8
+    lm_learning_rate: float = 2e-3
+    lm_train_scenes: int | None = None
+    held_out_scenes: int = 10
+    num_threads: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_size % 14:
+            raise ValueError(f"image_size must be a multiple of the patch size 14, got {self.image_size}")
+
+
+QUICK = dict(vision_scenes=60, vision_steps=150, lm_max_steps=120, lm_train_scenes=120, held_out_scenes=4)
+
+
+def patch_labels(instance: np.ndarray, depth: np.ndarray, height: np.ndarray, room_height: float, patch: int,
+                 categories: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-patch targets of rendered frames.
+
+    Args:
+        instance: (T, H, W) object index, -1 for the room.
+        depth: (T, H, W) z-depth, metres.
+        height: (T, H, W) world z of each pixel's surface point, metres.
+        room_height: ceiling height (pixels of the room at it are ceiling, at 0 floor, else wall).
+        patch: patch side in pixels.
+        categories: (N,) class index of each object (≥ ``NUM_ROOM_CLASSES``).
+
+    Returns:
+        classes (T, P, C) float32 pixel share of each class per patch (rows sum to 1), log depth
+        (T, P) and height (T, P) patch means, P = (H/patch)·(W/patch) row-major.
+    """
+    frames, rows, cols = instance.shape
+    lookup = np.concatenate([np.asarray(categories, dtype=np.int64), [0]])  # index -1 → last → overwritten
+    label = lookup[instance]
+    room = instance < 0
+    label = np.where(room & (height < 1e-3), 0, label)
+    label = np.where(room & (height > room_height - 1e-3), 2, label)
+    label = np.where(room & (height >= 1e-3) & (height <= room_height - 1e-3), 1, label)
+    onehot = np.eye(NUM_PATCH_CLASSES, dtype=np.float32)[label]  # (T, H, W, C)
+
+    def pool(values: np.ndarray) -> np.ndarray:
+        shaped = values.reshape(frames, rows // patch, patch, cols // patch, patch, *values.shape[3:])
+        return shaped.mean(axis=(2, 4)).reshape(frames, (rows // patch) * (cols // patch), *values.shape[3:])
+
+    return pool(onehot), pool(np.log(np.maximum(depth, 1e-3))), pool(height)
+
+
+def describe_scene(scene: Any, visible_pixels: np.ndarray) -> str:
+    """The categories in order of first appearance, each with its count ("2 chair, sofa, 3 lamp")."""
+    seen = visible_pixels > 0
+    counts = scene.counts()
+    first: dict[str, int] = {}
+    for index, obj in enumerate(scene.objects):
+        if seen[:, index].any():
+            frame = int(np.argmax(seen[:, index]))
+            first[obj.category] = min(first.get(obj.category, frame), frame)
+    ordered = sorted(first, key=lambda name: (first[name], name))
+    return ", ".join(name if counts[name] == 1 else f"{counts[name]} {name}" for name in ordered)
+
+
+def _frames_and_labels(config: BaseConfig, split: str, scenes: int, frames_per_scene: int):
+    """Decoded video frames (the model's pixels) and rendered per-patch labels of ``scenes`` scenes."""
+    from ..data.synthetic import CATEGORIES, SynthConfig, make_scene
+    from ..data.video import read_video
+
+    category_index = {c.name: NUM_ROOM_CLASSES + i for i, c in enumerate(CATEGORIES)}
+    synth = SynthConfig(num_frames=config.num_frames, image_size=config.image_size, seed=config.seed, split=split)
+    pixels, classes, depths, heights = [], [], [], []
+    from tqdm.auto import tqdm
+
+    for index in tqdm(range(scenes), desc=f"labels {split}", unit="scene", disable=not config.progress):
+        item = make_scene(synth, index)
+        chosen = np.linspace(0, config.num_frames - 1, frames_per_scene).astype(np.int64)
+        video = Path(config.data_dir) / "synthetic" / f"{item.name}.mp4"
+        if video.is_file():
+            frames = read_video(video, num_frames=None).frames
+            if not np.abs(frames[0].astype(float) - item.frames.rgb[0]).mean() < 12:
+                raise ValueError(f"{video} does not match scene {item.name} of seed {config.seed}; pass the seed it was rendered with")
+        else:
+            frames = item.frames.rgb
+        cats = [category_index[o.category] for o in item.scene.objects]
+        c, d, h = patch_labels(item.frames.instance[chosen], item.frames.depth[chosen], item.frames.points[chosen, ..., 2],
+                               float(item.scene.room_size[2]), 14, cats)
+        pixels.append(frames[chosen])
+        classes.append(c)
+        depths.append(d)
+        heights.append(h)
+    return np.concatenate(pixels), np.concatenate(classes), np.concatenate(depths), np.concatenate(heights)
+
+
+def _model_config(config: BaseConfig):
+    from ..models import tiny_vlm2_config
+
+    vision_heads = max(1, config.vision_hidden_size // 16)
+    return tiny_vlm2_config(
+        vision_config=dict(
+            hidden_size=config.vision_hidden_size,
+            intermediate_size=2 * config.vision_hidden_size,
+            num_hidden_layers=config.vision_layers,
+            num_attention_heads=vision_heads,
+            image_size=config.image_size,
+        ),
+        text_config=dict(
+            hidden_size=config.text_hidden_size,
+            intermediate_size=2 * config.text_hidden_size,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=max(1, config.text_hidden_size // 16),
+            num_key_value_heads=max(1, config.text_hidden_size // 32),
+        ),
+        use_spatial_fusion=False,
+        use_dual_memory=False,
+        memory_num_heads=vision_heads,
+        fusion_num_heads=vision_heads,
+    )
+
+
+def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
+    """Train ``model``'s vision tower (in place) on per-patch labels."""
+    import torch
+    from tqdm.auto import tqdm
+
+    train = _frames_and_labels(config, "train", config.vision_scenes, config.vision_frames_per_scene)
+    held = _frames_and_labels(config, "test", config.held_out_scenes, config.vision_frames_per_scene)
+    train_pixels = processor.preprocess_frames(train[0])
+    held_pixels = processor.preprocess_frames(held[0])
+    targets = [torch.from_numpy(np.ascontiguousarray(a)).float() for a in train[1:]]
+    held_targets = [torch.from_numpy(np.ascontiguousarray(a)).float() for a in held[1:]]
+    width = model.config.vision_config.hidden_size
+    head = torch.nn.Linear(width, NUM_PATCH_CLASSES + 2)
+    tower = model.model
+    parameters = list(tower.vision_tower.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.vision_learning_rate, weight_decay=0.01)
+    warmup = max(1, config.vision_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.vision_steps)))
+    )
+    layer, strategy = model.config.vision_feature_layer, model.config.vision_feature_select_strategy
+
+    def losses(pixels, classes, depth, height):
+        features = tower.encode_frames_vision(pixels, layer, strategy)
+        out = head(features)
+        log_probs = out[..., :NUM_PATCH_CLASSES].log_softmax(-1)
+        class_loss = -(classes * log_probs).sum(-1).mean()
+        depth_loss = (out[..., NUM_PATCH_CLASSES] - depth).pow(2).mean()
+        height_loss = (out[..., NUM_PATCH_CLASSES + 1] - height).pow(2).mean()
+        accuracy = (log_probs.argmax(-1) == classes.argmax(-1)).float().mean()
+        return class_loss, depth_loss, height_loss, accuracy
+
+    def held_out() -> dict[str, float]:
+        tower.eval()
+        with torch.no_grad():
+            parts = [losses(held_pixels[i:i + 64], *(t[i:i + 64] for t in held_targets)) for i in range(0, len(held_pixels), 64)]
+        tower.train()
+        names = ("class_ce", "log_depth_mse", "height_mse", "patch_accuracy")
+        return {name: float(np.mean([float(p[k]) for p in parts])) for k, name in enumerate(names)}
+
+    generator = torch.Generator().manual_seed(config.seed)
+    curve = {"step": [], "train_loss": [], "held_out": []}
+    log["stage_a"] = curve
+    log["stage_a_before"] = held_out()
+    tower.train()
+    running = []
+    bar = tqdm(range(config.vision_steps), desc="stage a: vision tower", disable=not config.progress)
+    for step in bar:
+        batch = torch.randint(len(train_pixels), (config.vision_batch_frames,), generator=generator)
+        class_loss, depth_loss, height_loss, _ = losses(train_pixels[batch], *(t[batch] for t in targets))
+        loss = class_loss + 0.5 * depth_loss + 0.5 * height_loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        running.append(float(loss))
+        if (step + 1) % max(1, config.vision_steps // 10) == 0 or step + 1 == config.vision_steps:
+            curve["step"].append(step + 1)
+            curve["train_loss"].append(float(np.mean(running)))
+            curve["held_out"].append(held_out())
+            running = []
+            bar.set_postfix(loss=f"{curve['train_loss'][-1]:.3f}", acc=f"{curve['held_out'][-1]['patch_accuracy']:.2f}")
+    tower.eval()
+
+
+def _records(config: BaseConfig, split: str, scenes: int | None) -> list[dict]:
+    """VSI-Bench questions + one description per scene, as LLaVA records (video only)."""
+    from ..data.readers import read_benchmark
+    from ..data.synthetic import Scene
+    from ..eval.metrics import question_types
+    from .vlm2_ablation import llava_records
+
+    data = Path(config.data_dir)
+    items = read_benchmark(data, split, question_types("vsibench"))
+    names = sorted({item.scene_name for item in items})
+    if scenes is not None:
+        keep = set(names[:scenes])
+        items = [item for item in items if item.scene_name in keep]
+        names = [name for name in names if name in keep]
+    records = llava_records(items, geometry=False)
+    for name in names:
+        description = json.loads((data / "synthetic" / f"{name}.json").read_text())
+        text = describe_scene(Scene.from_dict(description), np.asarray(description["visible_pixels"]))
+        records.append({
+            "id": f"{name}_description",
+            "video": f"synthetic/{name}.mp4",
+            "conversations": [{"from": "human", "value": "<video>\n" + DESCRIPTION_PROMPT}, {"from": "gpt", "value": text}],
+        })
+    return records
+
+
+def _stage_b(config: BaseConfig, stage_a_dir: Path, out: Path, log: dict) -> Path:
+    """Projector + LM on questions and descriptions; returns the final checkpoint directory."""
+    import torch
+    from transformers import TrainingArguments
+
+    from ..train import DataArguments, ModelArguments, prepare_training
+    from ..train.tasks import get_task
+
+    data = Path(config.data_dir)
+    train_path, held_path = data / "base_train_llava.json", data / "base_held_out_llava.json"
+    train_path.write_text(json.dumps(_records(config, "train", config.lm_train_scenes)))
+    held_path.write_text(json.dumps(_records(config, "test", config.held_out_scenes)))
+    torch.manual_seed(config.seed)
+    model_args = ModelArguments(model_name_or_path=str(stage_a_dir), mm_tunable_parts="mm_mlp_adapter,mm_language_model")
+    data_args = DataArguments(data_path=str(train_path), num_frames=config.num_frames)
+    training_args = TrainingArguments(
+        output_dir=str(out / "stage_b_train"), num_train_epochs=config.lm_epochs, max_steps=config.lm_max_steps,
+        per_device_train_batch_size=config.lm_batch_size, per_device_eval_batch_size=config.lm_batch_size,
+        learning_rate=config.lm_learning_rate, warmup_steps=0.05, lr_scheduler_type="cosine", logging_steps=10,
+        logging_nan_inf_filter=False, save_strategy="no", report_to="none", seed=config.seed, use_cpu=True,
+        dataloader_num_workers=0, disable_tqdm=not config.progress, prediction_loss_only=True,
+    )
+    run = prepare_training(model_args, data_args, training_args, task="vlm2")
+    held_data = DataArguments(data_path=str(held_path), num_frames=config.num_frames)
+    held, collator = get_task("vlm2").build_train_data(run.trainer.processing_class, held_data, run.trainer.model.config)
+    before = held_out_loss(run.trainer.model, held, collator, config.lm_batch_size)
+    run.trainer.train()
+    after = held_out_loss(run.trainer.model, held, collator, config.lm_batch_size)
+    log["stage_b"] = {
+        "train_log": [entry for entry in run.trainer.state.log_history if "loss" in entry],
+        "held_out_loss_before": before, "held_out_loss_after": after,
+        "train_records": len(run.trainer.train_dataset), "held_out_records": len(held),
+    }
+    final = out / "base"
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    run.trainer.model.save_pretrained(final)
+    run.trainer.processing_class.save_pretrained(final)
+    return final
+
+
+def held_out_loss(model: Any, dataset: Any, collator: Any, batch_size: int) -> float:
+    """Mean answer-token loss of ``model`` over ``dataset`` (eval mode, no gradients), weighted by batch."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for begin in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(begin, min(len(dataset), begin + batch_size))]
+            batch = collator(items)
+            total += float(model(**batch).loss) * len(items)
+            count += len(items)
+    model.train(was_training)
+    return total / max(1, count)
+
+
+def build_base(config: BaseConfig, command: str = "") -> Path:
+    """Run stage (a) (unless ``OUT/stage_a`` exists) and stage (b); returns ``OUT/base``."""
+    import torch
+    import transformers
+
+    from ..models import VLM2ForConditionalGeneration, build_tiny_processor
+
+    torch.set_num_threads(config.num_threads)
+    transformers.logging.set_verbosity_error()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "base_training.json"
+    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    log["config"] = dataclasses.asdict(config)
+    start = time.perf_counter()
+    stage_a_dir = out / "stage_a"
+    if not (stage_a_dir / "config.json").is_file():
+        torch.manual_seed(config.seed)
+        model_config = _model_config(config)
+        model = VLM2ForConditionalGeneration(model_config)
+        processor = build_tiny_processor(model_config)
+        _stage_a(config, model, processor, log)
+        model.save_pretrained(stage_a_dir)
+        processor.save_pretrained(stage_a_dir)
+        log["stage_a_seconds"] = time.perf_counter() - start
+        log_path.write_text(json.dumps(log, indent=1))
+    tick = time.perf_counter()
+    final = _stage_b(config, stage_a_dir, out, log)
+    log["stage_b_seconds"] = time.perf_counter() - tick
+    log_path.write_text(json.dumps(log, indent=1))
+    (final / "synthetic_base.json").write_text(json.dumps({
+        "command": command, "config": dataclasses.asdict(config),
+        "synth": {"num_frames": config.num_frames, "image_size": config.image_size, "seed": config.seed},
+        "stage_a_held_out": log.get("stage_a", {}).get("held_out", [None])[-1],
+        "stage_a_before": log.get("stage_a_before"),
+    }, indent=1) + "\n")
+    return final
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = BaseConfig()
+    parser = argparse.ArgumentParser(prog="python -m spatialvlm.experiments.vlm2_base", description=__doc__.split("\n")[0])
+    for item in dataclasses.fields(BaseConfig):
+        if item.name in ("progress", "lm_train_scenes", "data_dir", "out_dir"):
+            continue
+        value = getattr(defaults, item.name)
+        parser.add_argument("--" + item.name.replace("_", "-"), type=type(value), default=value, help=f"default {value}")
+    parser.add_argument("--data", dest="data_dir", required=True, help="benchmark directory with train (and test) splits")
+    parser.add_argument("--out", dest="out_dir", default=defaults.out_dir)
+    parser.add_argument("--lm-train-scenes", type=int, help="training scenes whose questions are used; default all")
+    parser.add_argument("--quick", action="store_true", help=f"a smaller run: {QUICK}")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    if args.pop("quick"):
+        args.update(QUICK)
+    args["progress"] = not args.pop("no_progress")
+    final = build_base(BaseConfig(**args), command=" ".join(["python -m spatialvlm.experiments.vlm2_base", *(argv or sys.argv[1:])]))
+    print(f"base checkpoint: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
