@@ -1,4 +1,4 @@
-"""Benchmark of the VLM² dual memory (issue 2).
+"""Benchmark of the VLM² dual memory (issues 2 and 14).
 
 Measures, side by side in one run (fp32, 2 threads, real dims D = 1152, working 8, episodic 32):
 
@@ -7,10 +7,19 @@ Measures, side by side in one run (fp32, 2 threads, real dims D = 1152, working 
    N = 196, with the FLOP count of a step and the FLOP-bound cap on the speed-up;
 2. the step at B = 1 as a share of one real-dims SigLIP so400m forward at 384 px (built from its
    config, random weights), for N = 196 and N = 729 (exact and compressed storage);
-3. resident memory over a long stream once the memories are full (default 5,000 frames).
+3. resident memory over a long stream once the memories are full (default 5,000 frames);
+4. issue 14, before / after: "before" is ``legacy_memory.py`` (a frozen copy of the implementation
+   issue 14 replaced: banks read at capacity with a mask, whole banks cloned under autograd),
+   "after" the library, same weights, same inputs, same process:
+   a. a step with one stored entry per memory against a full step (inference), B = 2, N = 64,
+      D = 256 and real dims B = 1, N = 729, D = 1152, memories (8, 32);
+   b. saved-for-backward of a 32-frame clip, counted as unique storages (every tensor autograd
+      saves, deduplicated by storage), default settings, plus ``checkpoint_frames=True``;
+   c. one training step (forward + backward) over the 32 frames, seconds.
 
-    python benchmarks/bench_memory.py            # full run, a few minutes
-    python benchmarks/bench_memory.py --quick    # fewer repeats, 1,000-frame stream
+    python benchmarks/bench_memory.py            # full run, several minutes
+    python benchmarks/bench_memory.py --quick    # fewer repeats, 1,000-frame stream, smaller clip
+    python benchmarks/bench_memory.py --only 4   # the issue-14 before/after only
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import legacy_memory  # noqa: E402
 from naive_memory import NaiveDualMemory, NaiveVideoMemory  # noqa: E402
 
 from spatialvlm.memory import DualMemory, DualMemoryConfig  # noqa: E402
@@ -190,10 +200,100 @@ def bench_long_stream(frames: int, tokens: int = 16) -> None:
     print(f"  {elapsed / frames * 1e3:.1f} ms per step; replacements: {int(state.counters.replacements.sum())}")
 
 
+def _twins(dim: int, **options):
+    """(before, after): the replaced implementation and the library, with the same weights."""
+    torch.manual_seed(0)
+    after = DualMemory(dim, working_size=WORKING, episodic_size=EPISODIC, **options)
+    before = legacy_memory.DualMemory(dim, working_size=WORKING, episodic_size=EPISODIC, **options)
+    before.load_state_dict(after.state_dict())
+    return before, after
+
+
+def _fill(memory, batch: int, tokens: int, dim: int, steps: int):
+    state = memory.init_state(batch, num_tokens=tokens)
+    for _ in range(steps):
+        memory(torch.randn(batch, tokens, dim), state)
+    return state
+
+
+def bench_fill_cost(repeats: int) -> None:
+    print("\n## 4a. Step with one stored entry vs a full step, before / after (inference, fp32)\n")
+    print("| B, N, D | before: 1 entry ms | before: full ms | before ratio | after: 1 entry ms | after: full ms | after ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for batch, tokens, dim in ((2, 64, 256), (1, 729, 1152)):
+        row = []
+        for memory in _twins(dim):
+            memory.eval()
+            h = torch.randn(batch, tokens, dim)
+            one = _fill(memory, batch, tokens, dim, 1)
+            full = _fill(memory, batch, tokens, dim, WORKING + EPISODIC)
+            one_s, full_s = [], []
+            for _ in range(repeats):  # interleaved; a clone keeps the one-entry state at one entry
+                snapshot = one.clone()
+                one_s.append(timed(lambda: memory(h, snapshot.clone()), 1))
+                full_s.append(timed(lambda: memory(h, full), 1))
+            one_m, full_m = statistics.median(one_s), statistics.median(full_s)
+            row += [f"{one_m * 1e3:.2f}", f"{full_m * 1e3:.2f}", f"{one_m / full_m:.2f}"]
+        print(f"| {batch}, {tokens}, {dim} | " + " | ".join(row) + " |")
+
+
+def saved_storage_bytes(memory, frames) -> int:
+    """Bytes autograd saves for backward over ``memory.process(frames)``, unique storages."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        memory.process(frames)
+    return sum(storages.values())
+
+
+def bench_training(frames_count: int, tokens: int, repeats: int) -> None:
+    print(f"\n## 4b/4c. Training a {frames_count}-frame clip, before / after (B = 1, N = {tokens}, D = {DIM}, "
+          f"memories ({WORKING}, {EPISODIC}), dropout 0.1, fp32)\n")
+    before, after = _twins(DIM)
+    _, checkpointed = _twins(DIM, checkpoint_frames=True)
+    variants = [("before (legacy_memory.py)", before), ("after", after), ("after, checkpoint_frames=True", checkpointed)]
+    frames = torch.randn(1, frames_count, tokens, DIM, requires_grad=True)
+    saved = {}
+    for label, memory in variants:
+        memory.train()
+        saved[label] = saved_storage_bytes(memory, frames)
+
+    def step(memory):
+        out, _ = memory.process(frames)
+        out.square().mean().backward()
+        memory.zero_grad(set_to_none=True)
+        frames.grad = None
+
+    seconds = {label: [] for label, _ in variants}
+    for _ in range(repeats):  # interleaved
+        for label, memory in variants:
+            start = time.perf_counter()
+            step(memory)
+            seconds[label].append(time.perf_counter() - start)
+    base_saved, base_time = saved[variants[0][0]], statistics.median(seconds[variants[0][0]])
+    per_frame = base_saved / frames_count
+    print("| implementation | saved for backward (MiB) | share of before | fwd+bwd s | share of before |")
+    print("|---|---|---|---|---|")
+    for label, _ in variants:
+        median = statistics.median(seconds[label])
+        print(f"| {label} | {saved[label] / 2**20:.0f} | {saved[label] / base_saved:.0%} | {median:.2f} | {median / base_time:.0%} |")
+    print(f"\n(before: {per_frame / 2**20:.1f} MiB per frame at N = {tokens}; the bank part scales with N, "
+          f"so N = 729 gives about {per_frame * 729 / tokens / 2**30:.2f} GiB per frame)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a 1,000-frame stream")
     parser.add_argument("--skip-siglip", action="store_true", help="skip section 2 (needs transformers)")
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one section")
+    parser.add_argument("--train-frames", type=int, default=32, help="section 4b/4c clip length (32)")
+    parser.add_argument("--train-tokens", type=int, default=196,
+                        help="section 4b/4c tokens per frame (196; 729 needs ~10 GiB for 'before')")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from threads import configure_threads
@@ -201,11 +301,18 @@ def main() -> None:
     configure_threads()  # OMP_NUM_THREADS, default 2
     repeats = 3 if args.quick else 5
     print(f"# bench_memory (torch {torch.__version__}, {torch.get_num_threads()} threads, fp32)")
+    run = (lambda n: args.only in (None, n))  # noqa: E731
     with torch.inference_mode():
-        bench_against_naive(repeats)
-        if not args.skip_siglip:
+        if run(1):
+            bench_against_naive(repeats)
+        if run(2) and not args.skip_siglip:
             bench_against_siglip(repeats)
-        bench_long_stream(1000 if args.quick else 5000)
+        if run(3):
+            bench_long_stream(1000 if args.quick else 5000)
+        if run(4):
+            bench_fill_cost(repeats)
+    if run(4):
+        bench_training(8 if args.quick else args.train_frames, 64 if args.quick else args.train_tokens, 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
 """Cost of SHIRG-X token selection against a real-dims SigLIP so400m forward at 672 px, side by side.
 
-Targets (issue 4), real dims (2,304 tokens, D = 1152), fp32, 2 threads, inference:
-- the whole selector at most 3% of the SigLIP forward (goal 1%), B = 1 and B = 8;
-- merging at least 100× faster than the per-patch Python loop in ``reference_merge_loop.py``;
-- the selector no slower than the ToMe baseline at the same output count.
+Targets (issues 4 and 13), real dims (2,304 tokens, D = 1152; LaViDa's projector 1152 → 4096 → 4096),
+fp32, 2 threads, inference, B = 1:
 
-SigLIP is built from its config (random weights, nothing downloaded) and run once on synthetic
-images; its penultimate-layer tokens are the selector's input. Times are the best of interleaved
-rounds (the selector and ToMe alternate), which is what survives a shared machine's noise.
+- selector overhead with *exact* relevance ⟨P(f), ê⟩ (scaffold, score, merge, spread, select: every
+  stage but the projection itself) at most 1 % of the SigLIP pass;
+- the projection of all 2,304 patches (which pooling after the projector needs, as LaViDa pools)
+  reported beside what projecting only the K + 144 kept tokens would cost;
+- against ToMe inside SigLIP at the same token count (SigLIP with merging to K + 144 at the projector's
+  layer, then the projector on those tokens);
+- merging at least 100× faster than the per-patch Python loop in ``reference_merge_loop.py``.
 
-    python benchmarks/bench_selection.py            # SigLIP B=1 twice and B=8 once, K ∈ {512, 768, 1024}
-    python benchmarks/bench_selection.py --quick    # SigLIP B=1 once, B=8 estimated as 8× B=1, K = 768
+SigLIP and the projector are built from their configs (random weights, nothing downloaded) and run on
+synthetic images; the projector's layer (−2 of the 27-layer tower) is the selector's input. Times are
+the best of interleaved rounds, which is what survives a shared machine's noise.
+
+    python benchmarks/bench_selection.py            # K ∈ {512, 768, 1024}, SigLIP twice
+    python benchmarks/bench_selection.py --quick    # K = 768, SigLIP once, fewer repeats
 """
 
 from __future__ import annotations
@@ -24,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch import nn
 from transformers import SiglipVisionModel
 
 from spatialvlm.diagnostics.profiling import StageTimer
-from spatialvlm.models.siglip import SiglipDualScaleExtractor, so400m_vision_config
+from spatialvlm.models.siglip import SiglipDualScaleExtractor, layer_attention, so400m_vision_config, tome_siglip_forward
 from spatialvlm.selection import (
-    BASELINES,
     BaselineSelector,
     ShirgXConfig,
     ShirgXSelector,
@@ -92,103 +98,87 @@ def main() -> None:
 
     configure_threads()  # OMP_NUM_THREADS, default 2
     torch.manual_seed(0)
-    repeats = 5 if args.quick else 15
+    repeats = 3 if args.quick else 7
     budgets = (768,) if args.quick else (512, 768, 1024)
 
-    extractor = SiglipDualScaleExtractor(SiglipVisionModel(so400m_vision_config()).eval(), image_size=672)
-    images = synthetic_images(8)
-    pixels = extractor.preprocess(images)
+    vision = SiglipVisionModel(so400m_vision_config()).eval()
+    extractor = SiglipDualScaleExtractor(vision, image_size=672)
+    projector = nn.Sequential(nn.Linear(1152, 4096), nn.GELU(), nn.Linear(4096, 4096)).eval()
+    pixels = extractor.preprocess(synthetic_images(1))
+    question = torch.randn(1, 12, 4096)  # 12 question tokens in the language model's input space
 
-    siglip_seconds: dict[int, float] = {}
-    tokens: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        runs = 1 if args.quick else 2
         times = []
-        for _ in range(runs):
+        for _ in range(1 if args.quick else 2):
             start = time.perf_counter()
-            features = extractor(pixels[:1])
+            hidden_states = vision(pixels, interpolate_pos_encoding=True, output_hidden_states=True).hidden_states
             times.append(time.perf_counter() - start)
-        siglip_seconds[1] = min(times)
-        tokens[1] = features.projector_tokens.clone()
-        if args.quick:
-            siglip_seconds[8] = 8 * siglip_seconds[1]
-            tokens[8] = tokens[1].repeat(8, 1, 1) + 0.01 * torch.randn(8, PATCHES, 1152)
-        else:
-            start = time.perf_counter()
-            tokens[8] = extractor(pixels).projector_tokens.clone()
-            siglip_seconds[8] = time.perf_counter() - start
-    del extractor
+        siglip = min(times)
+        hi_tokens = hidden_states[-2].clone()
 
     selector = ShirgXSelector(ShirgXConfig()).eval()
     counts = selector.parameter_counts()
     print(f"trainable parameters: coordinate embedding {counts['coord_embed']:,}, budget head {counts['budget_head']:,}")
-    print(
-        f"SigLIP so400m 672 px forward: B=1 {siglip_seconds[1]:.2f} s, "
-        f"B=8 {siglip_seconds[8]:.2f} s{' (estimated 8× B=1)' if args.quick else ''}\n"
-    )
+    print(f"SigLIP so400m 672 px forward, B=1: {siglip:.2f} s\n")
 
-    rows = []
-    stage_tables = {}
     with torch.inference_mode():
-        for batch in (1, 8):
-            hi_tokens = tokens[batch]
-            for budget in budgets:
-                tome = BaselineSelector("tome")
-                best = best_seconds(
-                    {"selector": lambda: selector(hi_tokens, budget=budget), "tome": lambda: tome(hi_tokens, budget=budget)},
-                    repeats,
-                )
-                rows.append((batch, budget, best["selector"], best["tome"]))
+        print("SHIRG-X with exact relevance ⟨P(f), ê⟩ (12 question tokens), B=1; mean ms per stage:")
+        print(f"{'K':>5} {'selection ms':>13} {'% SigLIP':>9} {'project all ms':>15} {'% SigLIP':>9} "
+              f"{'project K+144 ms':>17} {'% SigLIP':>9}")
+        for budget in budgets:
             timer = StageTimer()
+            selector(hi_tokens, question, budget, projector=projector)  # warm-up
             for _ in range(repeats):
-                selector(hi_tokens, timer=timer)
-            stage_tables[batch] = timer.table()
+                selector(hi_tokens, question, budget, projector=projector, timer=timer)
+            projection = timer.mean("project")
+            selection = sum(timer.mean(name) for name in timer.totals if name != "project")
+            kept_only = best_seconds({"p": lambda: projector(hi_tokens[:, : budget + 144])}, repeats)["p"]
+            print(f"{budget:>5} {1e3 * selection:>13.1f} {selection / siglip:>9.3%} {1e3 * projection:>15.1f} "
+                  f"{projection / siglip:>9.2%} {1e3 * kept_only:>17.1f} {kept_only / siglip:>9.2%}")
+        print(f"\nper-stage timings, K={budgets[-1]}:\n{timer.table()}")
 
-        print(f"{'B':>2} {'K':>5} {'selector ms':>12} {'% SigLIP':>9} {'ToMe ms':>9} {'selector/ToMe':>14}")
-        for batch, budget, selector_seconds, tome_seconds in rows:
-            share = selector_seconds / siglip_seconds[batch]
-            print(
-                f"{batch:>2} {budget:>5} {1e3 * selector_seconds:>12.2f} {share:>9.3%} "
-                f"{1e3 * tome_seconds:>9.2f} {selector_seconds / tome_seconds:>14.2f}"
-            )
-        for batch, table in stage_tables.items():
-            print(f"\nper-stage timings (mean of {repeats} runs), B={batch}, adaptive K (budget=None):\n{table}")
+        print("\nagainst ToMe inside SigLIP at equal tokens (B=1, s): vision + selection + projection")
+        print(f"{'K+144':>6} {'SHIRG-X total':>14} {'ToMe-in-SigLIP total':>21} {'ToMe schedule r':>16}")
+        for budget in budgets:
+            shirgx_selection = best_seconds({"s": lambda: selector(hi_tokens, question, budget, projector=projector)}, 2)["s"]
+            start = time.perf_counter()
+            merged = tome_siglip_forward(vision, pixels, budget + 144, layer=-2)
+            projector(merged.tokens)
+            tome = time.perf_counter() - start
+            print(f"{budget + 144:>6} {siglip + shirgx_selection:>14.2f} {tome:>21.2f} "
+                  f"{merged.schedule[0]:>10}..{merged.schedule[-1]}")
 
-        print("\nbaselines at K=768 (+144), B=1 / B=8, ms:")
-        for method in BASELINES:
+        print("\nbaselines at K=768 (+144), B=1, ms (projector included where the method pools after it):")
+        attention = layer_attention(vision, hidden_states, -2)
+        for method in ("pool", "random", "bipartite", "visionzip", "divprune"):
             baseline = BaselineSelector(method)
-            times = [best_seconds({method: lambda: baseline(tokens[b], budget=768)}, 3)[method] for b in (1, 8)]
-            print(f"  {method:<10} {1e3 * times[0]:>9.2f} {1e3 * times[1]:>9.2f}")
+            extra = {"attention_received": attention.attention_received, "keys": attention.keys} if method == "visionzip" else {}
+            seconds = best_seconds({method: lambda: baseline(hi_tokens, budget=768, projector=projector, **extra)}, 2)[method]
+            print(f"  {method:<10} {1e3 * seconds:>9.1f}")
+        seconds = best_seconds({"a": lambda: layer_attention(vision, hidden_states, -2)}, 2)["a"]
+        print(f"  (visionzip's layer −2 attention received + keys, recomputed: {1e3 * seconds:.1f} ms)")
 
-        print("\nmerging vs the per-patch Python loop reference (benchmarks/reference_merge_loop.py), K=768:")
-        print(f"{'B':>2} {'what':<34} {'loop ms':>10} {'vectorised ms':>14} {'speed-up':>9}")
-        for batch in (1, 8):
-            hi_tokens = tokens[batch]
-            scores = selector(hi_tokens, budget=768).patch_scores
-            max_merges = PATCHES - 768
-
-            def decision_loop():
-                return [merge_targets_loop(scores[b], GRID, 0.05, max_merges) for b in range(batch)]
-
-            def full_loop():
-                return [merge_loop(hi_tokens[b], scores[b], GRID, 0.05, max_merges) for b in range(batch)]
-
-            loop_targets = decision_loop()
-            targets = neighbour_merge_targets(scores, GRID, 0.05, max_merges=max_merges)
-            assert targets.tolist() == loop_targets, "vectorised merge decision differs from the loop"
-            merged = full_merge(hi_tokens, scores, 768)
-            for b, (loop_tokens, loop_coords, _) in enumerate(full_loop()):
-                torch.testing.assert_close(merged.tokens[b, : loop_tokens.shape[0]], loop_tokens)
-                torch.testing.assert_close(merged.coords[b, : loop_tokens.shape[0]], loop_coords)
-            cases = (
-                ("decision (merge stage: who joins whom)", decision_loop,
-                 lambda: neighbour_merge_targets(scores, GRID, 0.05, max_merges=max_merges)),
-                ("full (+ features, centroid, extent)", full_loop, lambda: full_merge(hi_tokens, scores, 768)),
-            )
-            for name, loop_fn, vectorised_fn in cases:
-                loop = best_seconds({name: loop_fn}, 1 if batch > 1 else 3, 0)[name]
-                vectorised = best_seconds({name: vectorised_fn}, repeats)[name]
-                print(f"{batch:>2} {name:<34} {1e3 * loop:>10.1f} {1e3 * vectorised:>14.3f} {loop / vectorised:>8.0f}×")
+        print("\nmerging vs the per-patch Python loop reference (benchmarks/reference_merge_loop.py), K=768, B=1:")
+        print(f"{'what':<34} {'loop ms':>10} {'vectorised ms':>14} {'speed-up':>9}")
+        scores = selector(hi_tokens, budget=768).patch_scores
+        max_merges = PATCHES - 768
+        loop_targets = [merge_targets_loop(scores[0], GRID, 0.05, max_merges)]
+        targets = neighbour_merge_targets(scores, GRID, 0.05, max_merges=max_merges)
+        assert targets.tolist() == loop_targets, "vectorised merge decision differs from the loop"
+        merged = full_merge(hi_tokens, scores, 768)
+        loop_tokens, loop_coords, _ = merge_loop(hi_tokens[0], scores[0], GRID, 0.05, max_merges)
+        torch.testing.assert_close(merged.tokens[0, : loop_tokens.shape[0]], loop_tokens)
+        torch.testing.assert_close(merged.coords[0, : loop_tokens.shape[0]], loop_coords)
+        cases = (
+            ("decision (merge stage: who joins whom)", lambda: merge_targets_loop(scores[0], GRID, 0.05, max_merges),
+             lambda: neighbour_merge_targets(scores, GRID, 0.05, max_merges=max_merges)),
+            ("full (+ features, centroid, extent)", lambda: merge_loop(hi_tokens[0], scores[0], GRID, 0.05, max_merges),
+             lambda: full_merge(hi_tokens, scores, 768)),
+        )
+        for name, loop_fn, vectorised_fn in cases:
+            loop = best_seconds({name: loop_fn}, 2, 0)[name]
+            vectorised = best_seconds({name: vectorised_fn}, repeats)[name]
+            print(f"{name:<34} {1e3 * loop:>10.1f} {1e3 * vectorised:>14.3f} {loop / vectorised:>8.0f}×")
         print("   (outputs of loop and vectorised merges checked equal)")
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # VLM² fine-tuning on one node with 8 GPUs: torchrun + DeepSpeed ZeRO (see docs/training.md).
 #
-#   bash configs/train_vlm2_8gpu.sh /models/LLaVA-Video-7B-Qwen2-hf data/train.json checkpoints/vlm2
+#   bash configs/train_vlm2_8gpu.sh /models/llava-video-vlm2 data/train.json checkpoints/vlm2
+#   (/models/llava-video-vlm2 from: spatialvlm convert llava-video /models/LLaVA-Video-7B-Qwen2 /models/llava-video-vlm2)
 #
 # ZERO=configs/zero3.json for full language-model tuning or when ZeRO-2 runs out of memory;
 # ZeRO-2 is faster and fits LoRA on a 7B model with 80 GB GPUs.
 set -euo pipefail
-MODEL=${1:?base checkpoint directory (LLaVA-OneVision / LLaVA-Video, Hugging Face format)}
+MODEL=${1:?base checkpoint directory (LLaVA-OneVision HF format, or LLaVA-Video converted by spatialvlm convert llava-video)}
 DATA=${2:?LLaVA-format conversation JSON}
 OUTPUT=${3:-checkpoints/vlm2}
 ZERO=${ZERO:-configs/zero2.json}

@@ -26,7 +26,7 @@ NOT_RUN = {
 def bash_blocks(text: str) -> list[tuple[str, str]]:
     """(heading above, body) of each ```bash block."""
     blocks, heading = [], ""
-    for match in re.finditer(r"^(#{1,4} .*)$|^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+    for match in re.finditer(r"^(#{1,4} [^\n]*)$|^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
         if match.group(1):
             heading = match.group(1)
         else:

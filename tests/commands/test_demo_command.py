@@ -41,6 +41,10 @@ def test_demo_asks_the_committed_checkpoint(tmp_path, capsys):
         assert f"exact: {gold}" in printed
         assert record["score_official"] == score_prediction(record, "vsibench", "official")
     assert (tmp_path / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The trace `spatialvlm viz memory --help` points at is written, and viz redraws it.
+    assert main(["viz", "memory", "--trace", str(tmp_path / "memory_trace.json"), "--out", str(tmp_path / "again.png")]) == 0
+    assert "demo_out/memory_trace.json" in main_help("viz", "memory")
+    capsys.readouterr()
     frames = json.loads((checkpoint / "synthetic_training.json").read_text())["synth"]["num_frames"]
     # The statistics row of the one video: every sampled frame went through the memory.
     assert re.search(rf"^\s*0\s+{frames}\s+\d+/\d+", printed, re.MULTILINE), printed
@@ -64,3 +68,15 @@ def test_demo_memory_only_streams_tokens_through_the_memory(tmp_path, capsys):
     assert trace  # the trace of both videos was written
     assert (tmp_path / "memory.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "memory_state.safetensors").is_file()
+
+
+def main_help(*command: str) -> str:
+    import contextlib
+    import io
+
+    import pytest
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit):
+        main([*command, "--help"])
+    return " ".join(buffer.getvalue().split())

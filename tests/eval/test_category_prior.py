@@ -28,6 +28,7 @@ def _closest(target, gold_text, texts):
 TRAIN = [
     *(_item("object_counting", COUNT.format("chair"), str(n)) for n in (2, 4, 6, 8, 10)),
     *(_item("object_counting", COUNT.format("trash can"), "1") for _ in range(2)),
+    _item("object_counting", COUNT.format("table"), "3"),
     *(_item("object_abs_distance", DISTANCE.format("chair", "table"), str(d)) for d in (1, 2, 4)),
     *(_item("object_abs_distance", DISTANCE.format("chair", "sofa"), str(d)) for d in (5, 6, 7)),
     _closest("chair", "sofa", ["sofa", "lamp", "tv", "bed"]),
@@ -42,13 +43,14 @@ TRAIN = [
 def test_hand_computed_keys_and_back_off():
     prior = CategoryPriorBaseline(TRAIN, min_support=3)
     # Vocabulary from the counting questions and the rel-distance options; "trash can" is one name.
-    assert prior.categories == ["bed", "chair", "lamp", "sofa", "trash can", "tv"]
+    assert prior.categories == ["bed", "chair", "lamp", "sofa", "table", "trash can", "tv"]
     # Option lists in parentheses are not "named": only the target is.
     assert prior.named_categories(CLOSEST.format("sofa, lamp, tv, bed", "chair")) == ("chair",)
     assert prior.named_categories(COUNT.format("trash can")) == ("trash can",)
-    # Chair counts 2, 4, 6, 8, 10 → 6; trash can has 2 < 3 questions → the type median of all 7 → 4.
+    # Chair counts 2, 4, 6, 8, 10 → 6; trash can has 2 < 3 questions → the type median of all 8
+    # (1, 1, 2, 3, 4, 6, 8, 10) → 3.5.
     assert prior(_item("object_counting", COUNT.format("chair"), "3"), "") == "6"
-    assert prior(_item("object_counting", COUNT.format("trash can"), "3"), "") == "4"
+    assert prior(_item("object_counting", COUNT.format("trash can"), "3"), "") == "3.5"
     # The (chair, table) pair has 3 → median 2; (chair, lamp) has none → chair first: 1,2,4,5,6,7 → 4.5;
     # (tv, bed) → the type: 4.5.
     assert prior(_item("object_abs_distance", DISTANCE.format("chair", "table"), "1"), "") == "2"
@@ -78,7 +80,7 @@ def test_cli_category_prior(tmp_path):
     _write_split(tmp_path / "train.jsonl", TRAIN)
     test = [
         _item("object_counting", COUNT.format("chair"), "6"),  # prior 6: MRA 1
-        _item("object_counting", COUNT.format("trash can"), "8"),  # type median 4: rel. error 0.5 → MRA 0.1
+        _item("object_counting", COUNT.format("trash can"), "7"),  # type median 3.5: rel. error 0.5 → MRA 0.1
         _closest("chair", "sofa", ["bed", "tv", "lamp", "sofa"]),  # right
     ]
     _write_split(tmp_path / "test.jsonl", test)
@@ -89,8 +91,8 @@ def test_cli_category_prior(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     predictions = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
-    # Default min_support 5: chair counts have 5 → 6; trash cans have 2 → the type median 4.
-    assert [p["prediction"] for p in predictions] == ["6", "4", "D"]
+    # Default min_support 5: chair counts have 5 → 6; trash cans have 2 → the type median 3.5.
+    assert [p["prediction"] for p in predictions] == ["6", "3.5", "D"]
     tasks = json.loads((tmp_path / "out" / "scores.json").read_text())["official"]["tasks"]
     assert tasks["object_counting"] == pytest.approx(100 * (1.0 + 0.1) / 2)
     assert tasks["object_rel_distance"] == pytest.approx(100.0)

@@ -224,3 +224,50 @@ def test_names():
         "model.vision_tower.vision_model.post_layernorm.weight"
     with pytest.raises(ValueError, match="unknown LaViDa tensor"):
         lavida_parameter_name("model.mm_projector.1.weight")
+
+
+def test_real_lavida_dims_map_onto_the_model_on_the_meta_device():
+    """LaViDa-LLaDA-8B's shapes (LLaDA-8B-Instruct config, so400m minus its last layer): every tensor
+    has a place of the right shape, the tower is inferred as so400m, the projector reads layer 26."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from spatialvlm.convert.common import check_against_model
+    from spatialvlm.convert.lavida import LavidaLayout, lavida_to_hf_config, lavida_vision_config
+
+    d, layers, mlp, vocab = 4096, 32, 12288, 126464
+    shapes = {"model.transformer.wte.weight": (vocab, d), "model.transformer.ln_f.weight": (d,),
+              "model.transformer.ff_out.weight": (vocab, d), "model.mm_projector.0.weight": (d, 1152),
+              "model.mm_projector.0.bias": (d,), "model.mm_projector.2.weight": (d, d),
+              "model.mm_projector.2.bias": (d,), "model.image_newline": (d,)}
+    for n in range(layers):
+        p = f"model.transformer.blocks.{n}."
+        shapes.update({p + "attn_norm.weight": (d,), p + "ff_norm.weight": (d,), p + "q_proj.weight": (d, d),
+                       p + "k_proj.weight": (d, d), p + "v_proj.weight": (d, d), p + "attn_out.weight": (d, d),
+                       p + "ff_proj.weight": (mlp, d), p + "up_proj.weight": (mlp, d), p + "ff_out.weight": (d, mlp)})
+    v = "model.vision_tower.vision_tower.vision_model."
+    shapes.update({v + "embeddings.patch_embedding.weight": (1152, 3, 14, 14), v + "embeddings.patch_embedding.bias": (1152,),
+                   v + "embeddings.position_embedding.weight": (729, 1152), v + "post_layernorm.weight": (1152,),
+                   v + "post_layernorm.bias": (1152,)})
+    for n in range(26):
+        p = f"{v}encoder.layers.{n}."
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[p + f"self_attn.{name}.weight"], shapes[p + f"self_attn.{name}.bias"] = (1152, 1152), (1152,)
+        shapes.update({p + "mlp.fc1.weight": (4304, 1152), p + "mlp.fc1.bias": (4304,), p + "mlp.fc2.weight": (1152, 4304),
+                       p + "mlp.fc2.bias": (1152,), p + "layer_norm1.weight": (1152,), p + "layer_norm1.bias": (1152,),
+                       p + "layer_norm2.weight": (1152,), p + "layer_norm2.bias": (1152,)})
+    llada = {"model_type": "llava_llada", "d_model": d, "n_heads": 32, "n_kv_heads": 32, "n_layers": layers,
+             "mlp_hidden_size": mlp, "vocab_size": vocab, "embedding_size": vocab, "rope_theta": 500000.0,
+             "rms_norm_eps": 1e-5, "max_sequence_length": 4096, "block_type": "llama", "weight_tying": False,
+             "mask_token_id": 126336, "mm_projector_type": "mlp2x_gelu",
+             "image_grid_pinpoints": "[(384, 768), (768, 384), (768, 768), (1152, 384), (384, 1152)]"}
+    siglip, original = lavida_vision_config(shapes)
+    assert (siglip.num_hidden_layers, original, siglip.num_attention_heads, siglip.image_size) == (26, 27, 16, 384)
+    config = lavida_to_hf_config(llada, siglip, original, image_token_id=126349)
+    assert config.vision_feature_layer == 26 and config.text_config.mask_token_id == 126336
+    assert config.image_grid_pinpoints[-1] == [384, 1152]
+    with torch.device("meta"):
+        model = LlavaOnevisionForConditionalGeneration(config)
+    layout = LavidaLayout.of(model)
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    check_against_model({lavida_parameter_name(n, layout): s for n, s in shapes.items()}, expected, lambda name: False)
+    assert sum(torch.Size(s).numel() for s in shapes.values()) == sum(p.numel() for p in model.parameters())

@@ -79,21 +79,94 @@ def test_prompt_holds_k_plus_scaffold_projected_tokens(tiny, budget):
     torch.testing.assert_close(inputs["inputs_embeds"][0, start:start + budget + SCAFFOLD], features.tokens[0])
 
 
-def test_projector_gets_its_trained_layer_while_scoring_may_use_another(tiny):
+def test_projector_gets_its_trained_layer_and_pools_after_it_while_scoring_may_use_another(tiny):
     model, tokenizer, selector, image = tiny
     pixels = _shirgx(model, selector).preprocess(image)["pixel_values"]
     with torch.no_grad():
         hidden = model.model.vision_tower(pixels, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states
-    # The scaffold's first token is the mean of the top-left 4×4 block of the projector's layer
-    # (coordinate embedding starts at zero), whichever layer scores.
-    block = hidden[-1][0].view(GRID, GRID, -1)[:4, :4].reshape(16, -1).mean(0)
+        # The scaffold's first token is the mean over the top-left 4×4 block of the *projected*
+        # patches of the projector's layer (LaViDa pools after mm_projector; coordinate embedding 0).
+        projected = model.model.multi_modal_projector(hidden[-1][0]).view(GRID, GRID, -1)
+    block = projected[:4, :4].reshape(16, -1).mean(0)
     for score_layer in (None, 1):
         features = _shirgx(model, selector, score_layer=score_layer).image_features(pixels, budget=32)
-        torch.testing.assert_close(features.selection.tokens[0, 0], block, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(features.tokens[0, 0], model.model.multi_modal_projector(block), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(features.tokens[0, 0], block, atol=1e-5, rtol=1e-5)
+        assert torch.equal(features.selection.tokens, features.tokens)
     scored_other = _shirgx(model, selector, score_layer=1).image_features(pixels, budget=32).selection.patch_scores
     scored_same = _shirgx(model, selector).image_features(pixels, budget=32).selection.patch_scores
     assert not torch.allclose(scored_other, scored_same)
+
+
+def test_answer_scores_the_question_tokens_only_as_training_tokenises_them(tiny):
+    from spatialvlm.models.shirgx_vlm import question_token_ids
+
+    model, tokenizer, selector, image = tiny
+    path = _shirgx(model, selector)
+    question = "How many chairs are in the room?"
+    ids = question_token_ids(tokenizer, question)
+    assert ids == tokenizer(question, add_special_tokens=False)["input_ids"]
+    assert tokenizer.bos_token_id not in ids  # no special token, no template, no post-prompt
+    pixels = path.preprocess(image)["pixel_values"]
+    with torch.no_grad():
+        expected = path.image_features(
+            pixels, question_embeds=model.get_input_embeddings()(torch.tensor([ids])), budget=48).selection.patch_scores
+    answer = path.answer(image, question, tokenizer, budget=48, max_new_tokens=1,
+                         post_prompt="\nAnswer the question using a single word or phrase.")
+    torch.testing.assert_close(answer.selection.patch_scores, expected)
+
+
+def test_lavida_base_path_pools_after_the_projector_with_newlines(tiny):
+    from spatialvlm.selection import lavida_anyres_layout
+
+    model, tokenizer, _, _ = tiny
+    path = ShirgXImagePath(model, None, ShirgXImageConfig(base_path="lavida"))
+    wide = Image.fromarray(np.random.default_rng(1).integers(0, 255, (100, 200, 3), dtype=np.uint8))
+    inputs = path.preprocess(wide)
+    views = inputs["lavida_views"]
+    # 56 px tower (the pinpoints scaled by 56/384): 200×100 fits (112, 56): 2 tiles across + the global view.
+    assert views.grid_shape == (2, 1) and inputs["pixel_values"].shape == (3, 3, 56, 56)
+    with torch.no_grad():
+        features = path.image_features(inputs["pixel_values"], lavida_views=views)
+        hidden = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[-1]
+        projected = model.model.multi_modal_projector(hidden)  # (3, 16, 64): project, then pool
+        grid = projected.view(3, 4, 4, -1).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.interpolate(grid, size=(2, 2), mode="bilinear").permute(0, 2, 3, 1).reshape(3, 4, -1)
+        expected = lavida_anyres_layout(pooled, (2, 1), (200, 100), model.model.image_newline)
+    # 4 global + 2 rows × (4 + 1 newline) = 14 tokens.
+    assert features.tokens.shape == (1, 14, 64)
+    torch.testing.assert_close(features.tokens[0], expected)
+    torch.testing.assert_close(features.tokens[0, 8], model.model.image_newline)
+    answer = path.answer(wide, "How many?", tokenizer, max_new_tokens=2)
+    assert answer.num_image_tokens == 14
+
+
+def test_padded_view_keeps_the_aspect_ratio(tiny):
+    model, _, selector, _ = tiny
+    wide = Image.new("RGB", (200, 100), (200, 30, 30))
+    squashed = _shirgx(model, selector).preprocess(wide)["pixel_values"][0]
+    padded = _shirgx(model, selector, aspect="pad").preprocess(wide)["pixel_values"][0]
+    side = GRID * 14
+    # Padding with the mean colour (128) is ~0 after normalisation: the top and bottom quarter are padding.
+    assert padded[:, : side // 4 - 2].abs().max() < 0.01 and padded[:, -(side // 4 - 2):].abs().max() < 0.01
+    assert padded[:, side // 2].abs().min() > 0.1 and squashed[:, 2].abs().min() > 0.1
+
+
+def test_visionzip_and_tome_baselines_run_through_the_path(tiny):
+    from spatialvlm.selection import BaselineSelector
+
+    _, tokenizer, selector, image = tiny
+    torch.manual_seed(2)
+    # ToMe at most halves the tokens per layer: 256 → 48 needs at least 3 layers before the projector's.
+    model = LlavaOnevisionForConditionalGeneration(
+        tiny_llava_onevision_config(vision_config={"num_hidden_layers": 4})).eval()
+    pixels = _shirgx(model, selector).preprocess(image)["pixel_values"]
+    for method in ("visionzip", "tome", "divprune", "pool"):
+        baseline = BaselineSelector(method, selector.config)
+        features = _shirgx(model, baseline).image_features(pixels, budget=32)
+        assert features.tokens.shape == (1, 32 + SCAFFOLD, 64), method
+    answer = _shirgx(model, BaselineSelector("tome", selector.config)).answer(image, "How many?", tokenizer, budget=32,
+                                                                          max_new_tokens=2)
+    assert answer.num_image_tokens == 32 + SCAFFOLD
 
 
 def test_question_drives_the_selection_only_when_text_conditioned(tiny):
@@ -163,11 +236,12 @@ def test_image_qa_end_to_end(tiny, decoding):
     assert 0 < len(answer.token_ids) <= 8 or answer.text == ""
     assert tokenizer.mask_token_id not in answer.token_ids.tolist()
     decode_stages = {"decode"} if decoding == "autoregressive" else {"prefix", "denoise"}
-    assert set(answer.timings) == {"vision", "selection", "projector"} | decode_stages
+    assert {"vision", "project", "score", "merge", "select"} | decode_stages <= set(answer.timings)
     if decoding == "autoregressive":
         # Greedy decoding by hand over the same prompt gives the same tokens.
         pixels = path.preprocess(image)["pixel_values"]
-        question = model.get_input_embeddings()(tokenizer("What is the size of the sofa?", return_tensors="pt").input_ids)
+        question = model.get_input_embeddings()(
+            torch.tensor([tokenizer("What is the size of the sofa?", add_special_tokens=False).input_ids]))
         inputs = path.build_inputs(_prompt_ids(path, tokenizer, "What is the size of the sofa?"),
                                    path.image_features(pixels, question_embeds=question).tokens)
         embeds, tokens = inputs["inputs_embeds"], []

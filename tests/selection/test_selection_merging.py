@@ -5,8 +5,9 @@ import torch
 from spatialvlm.selection import group_reduce, grid_coords, neighbour_merge_targets, select_top_groups
 
 
-def naive_merge_targets(scores, grid, threshold, max_merges):
-    """Per-patch loop: each odd (row + col) cell joins its closest-score neighbour if within ε."""
+def naive_merge_targets(scores, grid, threshold, max_merges, features=None, similarity=0.0):
+    """Per-patch loop: each odd (row + col) cell joins its closest-score neighbour if within ε
+    (and, with features, if their cosine is at least τ)."""
     rows, cols = grid
     candidates = []
     for r in range(rows):
@@ -20,7 +21,9 @@ def naive_merge_targets(scores, grid, threshold, max_merges):
                     difference = abs(float(scores[r * cols + c]) - float(scores[nr * cols + nc]))
                     if difference < best:
                         best, best_index = difference, nr * cols + nc
-            if best < threshold:
+            alike = features is None or float(
+                torch.nn.functional.cosine_similarity(features[r * cols + c], features[best_index], dim=0)) >= similarity
+            if best < threshold and alike:
                 candidates.append((best, r * cols + c, best_index))
     targets = list(range(rows * cols))
     for _, source, destination in sorted(candidates)[:max_merges]:
@@ -40,6 +43,24 @@ def test_merge_targets_match_loop_reference():
     limited = neighbour_merge_targets(scores, grid, 0.05, max_merges=20)
     merged_count = (limited != torch.arange(108)).sum(dim=1)
     assert (merged_count <= 20).all() and (merged_count == 20).any()
+
+
+def test_feature_gate_matches_loop_reference_and_keeps_unlike_neighbours_apart():
+    torch.manual_seed(4)
+    grid = (9, 12)
+    scores = (torch.rand(2, 108) * 0.3).round(decimals=2)
+    # Half the grid holds two kinds of feature (like two glyphs that score alike), half is flat.
+    features = torch.randn(2, 108, 6)
+    features[:, 54:] = torch.tensor([1.0, 0, 0, 0, 0, 0]) + 0.05 * torch.randn(2, 54, 6)
+    targets = neighbour_merge_targets(scores, grid, 0.05, 60, features=features, similarity=0.9)
+    for b in range(2):
+        assert targets[b].tolist() == naive_merge_targets(scores[b], grid, 0.05, 60, features[b], 0.9)
+    moved = targets != torch.arange(108)
+    cosine = torch.nn.functional.cosine_similarity(features, features.gather(1, targets[..., None].expand(-1, -1, 6)), dim=-1)
+    assert (cosine[moved] >= 0.9).all()
+    # Without the gate the score ties merge the unlike neighbours too.
+    ungated = neighbour_merge_targets(scores, grid, 0.05, 60)
+    assert (ungated != torch.arange(108))[:, :54].sum() > moved[:, :54].sum()
 
 
 def test_merged_groups_are_grid_neighbours_within_epsilon():

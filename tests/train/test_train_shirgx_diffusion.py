@@ -122,3 +122,26 @@ def test_task_trains_lavidas_objective_bidirectionally(diffusion_files, tmp_path
     run.trainer.train()
     logged = [entry["answer_loss"] for entry in run.trainer.state.log_history if "answer_loss" in entry]
     assert len(logged) == 4 and all(math.isfinite(v) for v in logged)
+
+
+def test_prefix_dlm_checkpoints_train_under_lavidas_prefix_lm_mask(diffusion_files, tmp_path):
+    base, data, _ = diffusion_files
+    run = prepare_training(*parse_train_args(shirgx_flags(base, data, tmp_path / "out")))
+    inner = run.trainer.model.get_base_model().eval()
+    batch = run.trainer.data_collator([run.trainer.train_dataset[0]])
+    path = inner.image_path()
+    feats = path.select_and_project(path.vision_hidden_states(batch["pixel_values"]), budget=48)
+    inputs = path.build_inputs(batch["input_ids"], feats.tokens, None, batch["labels"])
+    answer = inputs.pop("labels") != I
+    first = int(answer.float().argmax())
+    masked = torch.zeros_like(answer)
+    changed = dict(inputs, inputs_embeds=inputs["inputs_embeds"].clone())
+    changed["inputs_embeds"][0, -1] += 1.0  # the last answer token (never masked here)
+    for attention, prompt_sees_answer in (("bidirectional", True), ("prefix_dlm", False)):
+        inner.diffusion_attention = attention
+        with torch.no_grad():
+            before, after = inner._diffusion_logits(inputs, answer, masked), inner._diffusion_logits(changed, answer, masked)
+        # The prompt (before the first answer token) sees the answer only under full attention;
+        # the answer always sees the prompt.
+        assert (not torch.allclose(before[:, :first], after[:, :first], atol=1e-6)) == prompt_sees_answer
+        assert not torch.allclose(before[:, first:-1], after[:, first:-1], atol=1e-6)

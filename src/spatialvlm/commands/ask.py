@@ -102,7 +102,8 @@ def _check_flags_match_input(args: argparse.Namespace) -> None:
         ) if on]
         kind, other = "--video", "--image"
     if used:
-        raise ValueError(f"{' and '.join(used)} only apply to {kind}; drop {'them' if len(used) > 1 else 'it'} with {other}")
+        verb, pronoun = ("apply", "them") if len(used) > 1 else ("applies", "it")
+        raise ValueError(f"{' and '.join(used)} only {verb} to {kind}; drop {pronoun} with {other}")
     if args.no_fusion and args.geometry is not None:
         raise ValueError("--no-fusion answers without geometry; drop --geometry (or --no-fusion to use it)")
 

@@ -109,7 +109,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 @dataclass
 class LavidaLayout:
-    """Where a LaViDa tensor goes: ``runtime`` names of the LLaVA-OneVision model built from the config.
+    """Where LaViDa tensors go: parameter-name prefixes of the LLaVA-OneVision model as built at run time.
 
     Attributes:
         language_prefix: prefix of the language model's parameters (``model.language_model.``).
@@ -171,16 +171,19 @@ def _read_vision_config_file(path: str | os.PathLike) -> dict[str, Any]:
 def lavida_vision_config(shapes: dict[str, tuple[int, ...]], vision_config_file: str | os.PathLike | None = None):
     """The SigLIP tower's config, from the checkpoint's tensor shapes and, optionally, a config file.
 
-    Widths, patch size, image size and the layer count come from the tensors; the number of heads
-    (which no shape shows) and ``layer_norm_eps`` / ``hidden_act`` from ``vision_config_file``, or
+    Widths, patch size, the patch grid and the layer count come from the tensors; the number of heads
+    (which no shape shows), ``image_size`` (SigLIP floors it by the patch: so400m's 384 px give 27 × 27),
+    ``layer_norm_eps`` and ``hidden_act`` from ``vision_config_file``, or
     so400m's when the widths are so400m's. Returns ``(SiglipVisionConfig, original_layers)``, the
     second being the tower's depth before LaViDa deleted its last layer.
     """
     from transformers import SiglipVisionConfig
 
     vision = {name[len(_VISION_PREFIX):]: shape for name, shape in shapes.items() if name.startswith(_VISION_PREFIX)}
-    if "embeddings.patch_embedding.weight" not in vision:
-        raise ValueError(f"the checkpoint has no SigLIP tower ({_VISION_PREFIX}embeddings.patch_embedding.weight)")
+    for needed in ("embeddings.patch_embedding.weight", "embeddings.position_embedding.weight",
+                   "encoder.layers.0.mlp.fc1.weight"):
+        if needed not in vision:
+            raise ValueError(f"the checkpoint has no {_VISION_PREFIX}{needed}: not a LaViDa SigLIP tower")
     width, channels, patch, _ = vision["embeddings.patch_embedding.weight"]
     positions = vision["embeddings.position_embedding.weight"][0]
     side = round(positions**0.5)
@@ -203,9 +206,15 @@ def lavida_vision_config(shapes: dict[str, tuple[int, ...]], vision_config_file:
             f"the SigLIP tower ({width} wide, {measured['intermediate_size']} MLP) is not so400m: pass "
             "--vision-config with its SiglipVisionConfig JSON (num_attention_heads cannot be read from the weights)"
         )
-    for key in ("hidden_size", "intermediate_size", "patch_size", "image_size", "num_channels"):
+    for key in ("hidden_size", "intermediate_size", "patch_size", "num_channels"):
         if key in given and given[key] != measured[key]:
             raise ValueError(f"{where} has {key}={given[key]} but the checkpoint's tower has {measured[key]}")
+    # SigLIP floors image_size / patch_size (so400m: 384 px / 14 → 27 × 27 = 729 positions).
+    if "image_size" in given:
+        if given["image_size"] // patch != side:
+            raise ValueError(f"{where} has image_size={given['image_size']} ({given['image_size'] // patch} patches a "
+                             f"side) but the checkpoint's position embedding is {side}×{side}")
+        measured["image_size"] = given["image_size"]
     original_layers = given.get("num_hidden_layers", measured["num_hidden_layers"] + 1)
     if measured["num_hidden_layers"] not in (original_layers - 1, original_layers):
         raise ValueError(
@@ -347,7 +356,15 @@ def convert_lavida(
         model = LlavaOnevisionForConditionalGeneration(config)
     layout = LavidaLayout.of(model)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-    mapped = {name: lavida_parameter_name(name, layout) for name in shapes}
+    mapped, unknown = {}, []
+    for name in shapes:
+        try:
+            mapped[name] = lavida_parameter_name(name, layout)
+        except ValueError:
+            unknown.append(name)
+    if unknown:
+        raise ValueError(f"{len(unknown)} LaViDa tensors have no place in the converted model (nothing is dropped "
+                         f"silently): {', '.join(sorted(unknown)[:8])}")
     tied = config.text_config.tie_word_embeddings
     check_against_model(
         {ours: shapes[name] for name, ours in mapped.items()}, expected,

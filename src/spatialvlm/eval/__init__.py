@@ -1,11 +1,20 @@
-"""Metrics and benchmark runners: VSI-Bench (official scoring reproduced exactly, plus a named
-lenient mode), VSTI-Bench camera tasks, image QA (our synthetic suite; ChartQA relaxed accuracy;
-DocVQA ANLS), and a model-agnostic runner with resume over a registry of benchmarks.
+"""Metrics and benchmark runners: VSI-Bench and VSI-Bench-Debiased (official scoring reproduced
+exactly, plus a named lenient mode), VSTI-Bench camera tasks, ReVSI, image QA (our synthetic suite; ChartQA relaxed accuracy;
+DocVQA ANLS), a model-agnostic runner with fingerprinted resume over a registry of benchmarks, and
+the reproducibility bundle every run writes (``bundle.json``, lmms-eval samples, ``compare_runs``).
 
 ``eval`` never imports a model class: a model enters as a predictor callable.
 """
 
 from spatialvlm.eval.baselines import AnswerKey, CategoryPriorBaseline, ChanceBaseline, MostFrequentBaseline, gold_answer
+from spatialvlm.eval.bundle import (
+    compare_runs,
+    directory_content_hash,
+    lmms_eval_samples,
+    model_record,
+    read_bundle,
+    run_fingerprint,
+)
 from spatialvlm.eval.image_baselines import ImageAnswerKey, ImageChanceBaseline, ImageMostFrequentBaseline
 from spatialvlm.eval.image_metrics import (
     IMAGE_METRICS,
@@ -21,6 +30,10 @@ from spatialvlm.eval.image_metrics import (
 from spatialvlm.eval.image_prompts import ImagePromptConfig, build_image_prompt
 from spatialvlm.eval.metrics import (
     BENCHMARKS,
+    REVSI_COMPOSITES,
+    REVSI_MC_TYPES,
+    REVSI_NUMERICAL_TYPES,
+    REVSI_TASKS,
     VSI_MC_TYPES,
     VSI_NUMERICAL_TYPES,
     VSI_TASKS,
@@ -34,27 +47,49 @@ from spatialvlm.eval.metrics import (
     official_answer_token,
     official_float,
     question_types,
+    revsi_answer_token,
     score_benchmark,
     score_prediction,
     score_vsibench,
     score_vstibench,
 )
 from spatialvlm.eval.parsing import lenient_choice, lenient_number, question_unit
-from spatialvlm.eval.prompts import PromptConfig, build_prompt
+from spatialvlm.eval.prompts import PromptConfig, build_prompt, default_prompt_config
+from spatialvlm.eval.revsi import read_revsi, read_vsibench_debiased
 from spatialvlm.eval.runner import (
     BENCHMARK_REGISTRY,
     BenchmarkSpec,
     EvalResult,
     Predictor,
+    PredictorAnswer,
     evaluate,
     evaluate_directory,
     get_benchmark,
     load_predictions,
+    reference_scores,
     register_benchmark,
+    split_scored_items,
 )
 
 __all__ = [
     "AnswerKey",
+    "PredictorAnswer",
+    "REVSI_COMPOSITES",
+    "REVSI_MC_TYPES",
+    "REVSI_NUMERICAL_TYPES",
+    "REVSI_TASKS",
+    "compare_runs",
+    "default_prompt_config",
+    "directory_content_hash",
+    "lmms_eval_samples",
+    "model_record",
+    "read_bundle",
+    "read_revsi",
+    "read_vsibench_debiased",
+    "reference_scores",
+    "revsi_answer_token",
+    "run_fingerprint",
+    "split_scored_items",
     "BENCHMARKS",
     "BENCHMARK_REGISTRY",
     "BenchmarkScores",

@@ -2,7 +2,12 @@
 
     python -m spatialvlm.experiments.vlm2_ablation --out ablation_out
 
-``run_ablation(AblationConfig(...))`` is the Python entry point.
+``run_ablation(AblationConfig(...))`` is the Python entry point. The synthetic-pretrained base its
+rows start from (``--base``):
+
+    python -m spatialvlm.experiments.vlm2_base --data BENCH --out base_out
+
+``build_base(BaseConfig(...))`` is its Python entry point.
 
 SHIRG-X accuracy against token budget, beside the baseline selectors:
 
@@ -21,11 +26,16 @@ __all__ = [
     "VARIANTS",
     "AblationConfig",
     "AblationResult",
+    "BaseConfig",
+    "QUICK_VARIANTS",
+    "RowSummary",
     "Variant",
     "VariantResult",
     "llava_records",
     "results_markdown",
     "run_ablation",
+    "build_base",
+    "summarise",
 ]
 
 # SHIRG-X budget experiment names, loaded lazily from their own module.
@@ -45,6 +55,8 @@ def __getattr__(name: str) -> Any:
     # Lazy, so `python -m spatialvlm.experiments.vlm2_ablation` does not import the module twice.
     if name in _SHIRGX_BUDGET:
         return getattr(importlib.import_module(".shirgx_budget", __name__), name)
+    if name in ("BaseConfig", "build_base"):
+        return getattr(importlib.import_module(".vlm2_base", __name__), name)
     if name in __all__:
         return getattr(importlib.import_module(".vlm2_ablation", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -84,11 +84,12 @@ BUDGET_ROWS: tuple[BudgetRow, ...] = (
     BudgetRow("shirgx", "shirgx", "SHIRG-X, fixed K (also evaluated with the adaptive head: shirgx-adaptive)"),
     BudgetRow("shirgx-no-coord", "shirgx", "SHIRG-X without the coordinate embedding", {"add_coord_embedding": False}),
     BudgetRow("shirgx-no-merge", "shirgx", "SHIRG-X without merging (ε = 0)", {"merge_threshold": 0.0}),
-    BudgetRow("pool", "pool", "uniform average pooling to K + 144 (LaViDa's default)"),
+    BudgetRow("pool", "pool", "uniform average pooling to K + 144, after the projector (LaViDa's pooling order)"),
     BudgetRow("random", "random", "K + 144 patches uniformly at random"),
-    BudgetRow("tome", "tome", "ToMe bipartite soft matching down to K + 144"),
-    BudgetRow("visionzip", "visionzip", "VisionZip-style dominant + contextual tokens"),
-    BudgetRow("divprune", "divprune", "DivPrune max-min diversity"),
+    BudgetRow("bipartite", "bipartite", "post-hoc bipartite soft matching (ToMe's rule) on final features to K + 144"),
+    BudgetRow("tome", "tome", "ToMe inside SigLIP: r per layer, keys as metric, proportional attention, to K + 144"),
+    BudgetRow("visionzip", "visionzip", "VisionZip: layer attention received (dominant) + key-similarity contextual merging"),
+    BudgetRow("divprune", "divprune", "DivPrune max-min diversity on the projected tokens"),
 )
 
 
@@ -121,7 +122,7 @@ class BudgetExperimentConfig:
     questions_per_image: int = 2
     families: tuple[str, ...] = ("marks", "glyphs", "bars", "layout")
     vision_width: int = 32
-    vision_layers: int = 1
+    vision_layers: int = 2  # ToMe halves at most per layer: 2304 → K + 144 needs two
     text_width: int = 64
     text_layers: int = 2
     epochs: int = 3
@@ -355,7 +356,7 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
     return losses
 
 
-def _image_tokens(path, scaffold_path, hidden_states, question_embeds, budget: int, smallest: int):
+def _image_tokens(path, scaffold_path, hidden_states, question_embeds, budget: int, smallest: int, pixel_values=None):
     """Projected image tokens and the selection at an evaluation budget (see the module docstring)."""
     if budget == 0:
         features = scaffold_path.select_and_project(hidden_states, question_embeds, None, smallest)
@@ -364,7 +365,11 @@ def _image_tokens(path, scaffold_path, hidden_states, question_embeds, budget: i
     if budget >= 2304 and not hasattr(path.selector, "budget_head"):
         # A baseline's K + 144 = every patch: K = N − 144.
         budget = 2304 - path.selector.config.num_scaffold
-    features = path.select_and_project(hidden_states, question_embeds, None, budget)
+    if getattr(path.selector, "method", None) == "tome":
+        # ToMe merges inside SigLIP: the tower runs again per budget, from the pixels.
+        features = path.image_features(pixel_values, budget=budget)
+    else:
+        features = path.select_and_project(hidden_states, question_embeds, None, budget)
     return features.tokens, features.selection
 
 
@@ -421,7 +426,8 @@ def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool)
                         result.complexity.append(_ink_fraction(image))
                 else:
                     tokens, selection = _image_tokens(
-                        path, scaffold_path, hidden_states, question_embeds, int(budget), min(config.train_budgets)
+                        path, scaffold_path, hidden_states, question_embeds, int(budget), min(config.train_budgets),
+                        item["pixel_values"][None],
                     )
                 inputs = path.build_inputs(prompt_ids, tokens)
                 answer = path.model.generate(
@@ -457,6 +463,11 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
     unknown = sorted(set(config.rows) - {row.name for row in BUDGET_ROWS})
     if unknown:
         raise ValueError(f"unknown rows {unknown}; choose from {[row.name for row in BUDGET_ROWS]}")
+    if "tome" in config.rows:
+        from ..selection import tome_schedule
+
+        for budget in config.train_budgets:  # raises with the reason when the tower is too shallow
+            tome_schedule(2304, budget + 144, config.vision_layers)
     if any(b != 0 and b != 2304 and b not in config.train_budgets for b in config.eval_budgets):
         raise ValueError(f"eval_budgets {config.eval_budgets} must be 0, 2304 or one of train_budgets {config.train_budgets}")
     threads = torch.get_num_threads()

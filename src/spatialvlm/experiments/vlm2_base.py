@@ -161,7 +161,8 @@ def _frames_and_labels(config: BaseConfig, split: str, scenes: int, frames_per_s
         item = make_scene(synth, index)
         chosen = np.linspace(0, config.num_frames - 1, frames_per_scene).astype(np.int64)
         video = Path(config.data_dir) / "synthetic" / f"{item.name}.mp4"
-        if video.is_file():
+        # Only a finished split's videos (its jsonl is written last) are read; else the rendering.
+        if video.is_file() and (Path(config.data_dir) / f"{split}.jsonl").is_file():
             frames = read_video(video, num_frames=None).frames
             if not np.abs(frames[0].astype(float) - item.frames.rgb[0]).mean() < 12:
                 raise ValueError(f"{video} does not match scene {item.name} of seed {config.seed}; pass the seed it was rendered with")
@@ -355,8 +356,9 @@ def held_out_loss(model: Any, dataset: Any, collator: Any, batch_size: int) -> f
     return total / max(1, count)
 
 
-def build_base(config: BaseConfig, command: str = "") -> Path:
-    """Run stage (a) (unless ``OUT/stage_a`` exists) and stage (b); returns ``OUT/base``."""
+def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False) -> Path:
+    """Run stage (a) (unless ``OUT/stage_a`` exists) and stage (b); returns ``OUT/base``
+    (``OUT/stage_a`` with ``stage_a_only``)."""
     import torch
     import transformers
 
@@ -381,6 +383,8 @@ def build_base(config: BaseConfig, command: str = "") -> Path:
         processor.save_pretrained(stage_a_dir)
         log["stage_a_seconds"] = time.perf_counter() - start
         log_path.write_text(json.dumps(log, indent=1))
+    if stage_a_only:
+        return stage_a_dir
     tick = time.perf_counter()
     final = _stage_b(config, stage_a_dir, out, log)
     log["stage_b_seconds"] = time.perf_counter() - tick
@@ -406,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", dest="out_dir", default=defaults.out_dir)
     parser.add_argument("--lm-train-scenes", type=int, help="training scenes whose questions are used; default all")
     parser.add_argument("--quick", action="store_true", help=f"a smaller run: {QUICK}")
+    parser.add_argument("--stage-a-only", action="store_true", help="stop after the vision tower (stage a)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -415,7 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pop("quick"):
         args.update(QUICK)
     args["progress"] = not args.pop("no_progress")
-    final = build_base(BaseConfig(**args), command=" ".join(["python -m spatialvlm.experiments.vlm2_base", *(argv or sys.argv[1:])]))
+    stage_a_only = args.pop("stage_a_only")
+    command = " ".join(["python -m spatialvlm.experiments.vlm2_base", *(argv or sys.argv[1:])])
+    final = build_base(BaseConfig(**args), command=command, stage_a_only=stage_a_only)
     print(f"base checkpoint: {final}")
     return 0
 

@@ -47,6 +47,7 @@ from .sources import (
     load_geometry_source,
     read_frames,
 )
+from .vlm3r_features import VLM3RFeatureSource, vlm3r_frame_indices
 
 __all__ = [
     "GeometryError",
@@ -67,6 +68,8 @@ __all__ = [
     "PrecomputedGeometrySource",
     "RGBDGeometrySource",
     "ScanNetFolderSource",
+    "VLM3RFeatureSource",
+    "vlm3r_frame_indices",
     "compute_coordinate_stats",
     "frame_filename",
     "invert_pose",

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from .checks import check_shape
 from .frames import FrameGeometry, load_frame_geometry, stack_frames
+from .vlm3r_features import VLM3RFeatureSource
 
 __all__ = [
     "GeometrySource",
@@ -250,8 +251,9 @@ def load_geometry_source(spec: "str | Path | GeometrySource", **kwargs) -> Geome
     """A :class:`GeometrySource` from a folder path, or ``spec`` itself when it already is one.
 
     A folder with ``frame_XXXXX.safetensors`` files opens as :class:`PrecomputedGeometrySource`; a
-    folder with ``depth/`` and ``pose/`` subfolders as :class:`ScanNetFolderSource`. ``kwargs`` go to
-    that class.
+    folder with ``depth/`` and ``pose/`` subfolders as :class:`ScanNetFolderSource`; a ``.pt`` file
+    as :class:`~spatialvlm.geometry.vlm3r_features.VLM3RFeatureSource` (VLM-3R's precomputed CUT3R
+    features; ``total_frames=`` matches its rows to video frames). ``kwargs`` go to that class.
     """
     if isinstance(spec, GeometrySource):
         if kwargs:
@@ -260,8 +262,10 @@ def load_geometry_source(spec: "str | Path | GeometrySource", **kwargs) -> Geome
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"expected a folder path or an object with __len__ and frame(index), got {type(spec).__name__}")
     path = Path(spec)
+    if path.suffix == ".pt" and path.is_file():
+        return VLM3RFeatureSource(path, **kwargs)  # VLM-3R's extract_spatial_features.py output
     if not path.is_dir():
-        raise FileNotFoundError(f"geometry source {path} is not a folder")
+        raise FileNotFoundError(f"geometry source {path} is not a folder (or a VLM-3R .pt feature file)")
     if any(_FRAME_FILE.match(p.name) for p in path.iterdir()):
         return PrecomputedGeometrySource(path, **kwargs)
     if (path / "depth").is_dir() and (path / "pose").is_dir():

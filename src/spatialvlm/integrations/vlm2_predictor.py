@@ -78,7 +78,9 @@ class VLM2VideoPredictor:
         if not self.needs_geometry:
             return
         scenes = {(item.dataset, item.scene_name) for item in items}
-        missing = sorted(scene for scene in scenes if not (self.geometry_dir(*scene) or Path()).is_dir())
+        missing = sorted(
+            scene for scene in scenes if self.geometry_dir(*scene) is None or not self.geometry_dir(*scene).is_dir()
+        )
         if missing:
             dataset, scene = missing[0]
             more = f" (and {len(missing) - 1} more scenes)" if len(missing) > 1 else ""

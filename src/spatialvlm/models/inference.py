@@ -149,10 +149,17 @@ def load_video_geometry(
         raise ValueError(f"geometry does not cover the sampled frames: {error.args[0]}") from error
 
 
-def _sample_frames(video: VideoLike, num_frames: int | None, allow_fewer_frames: bool) -> tuple[np.ndarray, np.ndarray]:
+def _sample_frames(
+    video: VideoLike, num_frames: int | None, allow_fewer_frames: bool
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Frames, their video indices and, for a file with a frame rate, their times (the keyword
+    arguments of ``VLM2Processor.video_prompt``'s time instruction; empty for raw frames)."""
     if isinstance(video, (str, os.PathLike)):
         clip = read_video(video, num_frames=num_frames, allow_fewer=allow_fewer_frames)
-        return clip.frames, clip.indices
+        timing: dict[str, Any] = {}
+        if clip.fps > 0:
+            timing = dict(frame_seconds=(clip.indices / clip.fps).tolist(), video_seconds=clip.total_frames / clip.fps)
+        return clip.frames, clip.indices, timing
     frames = np.asarray(video)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"video frames must have shape (T, H, W, 3); got {tuple(frames.shape)}")
@@ -166,7 +173,7 @@ def _sample_frames(video: VideoLike, num_frames: int | None, allow_fewer_frames:
         )
     else:
         indices = uniform_frame_indices(total, num_frames)
-    return frames[indices], indices
+    return frames[indices], indices, {}
 
 
 class _TqdmStreamer(BaseStreamer):
@@ -260,11 +267,12 @@ def ask_video(
             "frame_XXXXX.safetensors, a GeometrySource) or load the model with use_spatial_fusion=False"
         )
     start = time.perf_counter()
-    frames, indices = _sample_frames(video, num_frames, allow_fewer_frames)
+    frames, indices, timing = _sample_frames(video, num_frames, allow_fewer_frames)
+    prompt = processor.video_prompt(question, **timing)
     frame_geometry = None if geometry is None else load_video_geometry(
         geometry, indices, progress=progress, coordinate_normalization=processor.coordinate_normalization
     )
-    batch = processor(processor.video_prompt(question), videos=frames, geometry=frame_geometry)
+    batch = processor(prompt, videos=frames, geometry=frame_geometry)
     device, dtype = model.device, model.dtype
     video_inputs = {
         name: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
@@ -280,7 +288,7 @@ def ask_video(
 
     start = time.perf_counter()
     text, num_new = generate_answer(
-        model, processor, processor.video_prompt(question), video_features, max_new_tokens, progress
+        model, processor, prompt, video_features, max_new_tokens, progress
     )
     return VideoAnswer(
         text=text,

@@ -393,7 +393,8 @@ class VideoGeometryInputs:
         if config.use_coordinate_injection and self.coords is None:
             raise ValueError(
                 f"geometry_coords (B, T, {num_patches}, 3) is missing but use_coordinate_injection=True; "
-                "give each frame a point map (points, or depth + pose + intrinsics)"
+                "give each frame a point map (points, or depth + pose + intrinsics); token-only sources such as "
+                "VLM-3R's .pt features have no points: load the model with use_coordinate_injection=False"
             )
         if self.tokens is None and (self.coords is None or not config.use_point_tokens):
             raise ValueError(

@@ -79,24 +79,25 @@ def tome_schedule(num_tokens: int, count: int, num_layers: int) -> list[int]:
     """r per layer, constant as far as integers allow, so ``num_tokens`` becomes exactly ``count``.
 
     ToMe's constant schedule removes r tokens in every layer; here r = ⌈(N − count) / L⌉ in the first
-    layers and one less in the rest, each capped at half the tokens present (ToMe's limit), with any
-    shortfall of the cap taken by the next layers.
+    layers and one less in the rest, each capped at half the tokens present (ToMe's limit). Where the
+    cap makes that schedule fall short (few layers, a large reduction), each layer instead removes as
+    many as the cap allows until ``count`` is reached (front-loaded).
 
     Raises:
         ValueError: ``count`` cannot be reached in ``num_layers`` layers (each at most halves).
     """
     if not 1 <= count <= num_tokens:
         raise ValueError(f"count {count} must be in [1, {num_tokens}]")
-    to_remove = num_tokens - count
-    schedule, tokens = [], num_tokens
-    for layer in range(num_layers):
-        left = num_layers - layer
-        r = min(-(-to_remove // left), tokens // 2)
-        schedule.append(r)
-        to_remove -= r
-        tokens -= r
-    if to_remove:
-        raise ValueError(
-            f"ToMe cannot go from {num_tokens} to {count} tokens in {num_layers} layers (each at most halves the tokens)"
-        )
-    return schedule
+    for constant in (True, False):
+        to_remove, tokens, schedule = num_tokens - count, num_tokens, []
+        for layer in range(num_layers):
+            wanted = -(-to_remove // (num_layers - layer)) if constant else to_remove
+            r = min(wanted, tokens // 2)
+            schedule.append(r)
+            to_remove -= r
+            tokens -= r
+        if to_remove == 0:
+            return schedule
+    raise ValueError(
+        f"ToMe cannot go from {num_tokens} to {count} tokens in {num_layers} layers (each at most halves the tokens)"
+    )

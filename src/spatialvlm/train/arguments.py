@@ -69,6 +69,7 @@ MODEL_FLAG_NAMES: tuple[str, ...] = (
     "coordinate_gate_type",
     "geometry_dim",
     "view_dim",
+    "fusion_num_heads",
 )
 
 
@@ -138,6 +139,9 @@ class ModelArguments:
         default=None, metadata={"help": "Width of the 3D model's geometry tokens (CUT3R: 768)."}
     )
     view_dim: int | None = field(default=None, metadata={"help": "Width of the 3D model's camera token (768)."})
+    fusion_num_heads: int | None = field(
+        default=None, metadata={"help": "Heads of the fusion cross-attention (18; must divide the vision width)."}
+    )
     # What trains.
     mm_tunable_parts: str | None = field(
         default=None,
@@ -214,6 +218,13 @@ class DataArguments:
     num_frames: int = field(
         default=32, metadata={"help": "Frames sampled uniformly from each video (VSI-Bench / VLM-3R: 32)."}
     )
+    frame_sampling: str | None = field(
+        default=None,
+        metadata={
+            "help": "Frame sampling policy instead of num_frames (spatialvlm.data.frame_sampling, as eval and the "
+            "lmms-eval plugin use): a count ('16'), 'all', or '<fps>fps[:<cap>]' such as '1fps:64'."
+        },
+    )
     memory_mode: str = field(
         default="per_sample",
         metadata={
@@ -234,6 +245,20 @@ class DataArguments:
             raise ValueError(f"memory_mode must be one of {list(MEMORY_MODES)}, got {self.memory_mode!r}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.frame_sampling is not None:
+            from ..data.frame_sampling import FrameSampling
+
+            policy = FrameSampling.parse(self.frame_sampling)  # a bad policy fails here, not mid-training
+            if self.memory_mode == "stream" and policy.num_frames is None:
+                raise ValueError(
+                    f"frame_sampling {self.frame_sampling!r} gives a varying frame count; memory_mode='stream' needs "
+                    "a fixed count that stream_chunk_frames divides (e.g. frame_sampling='32')"
+                )
+            if self.memory_mode == "stream" and policy.num_frames % max(self.stream_chunk_frames, 1):
+                raise ValueError(
+                    f"stream_chunk_frames ({self.stream_chunk_frames}) must divide the frame_sampling count "
+                    f"({policy.num_frames}) in memory_mode='stream'"
+                )
         if self.memory_mode == "stream" and (
             self.stream_chunk_frames < 1 or self.num_frames % self.stream_chunk_frames
         ):

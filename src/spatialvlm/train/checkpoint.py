@@ -20,10 +20,12 @@ adapters and loads the trained parameters, giving outputs identical to the model
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,7 +238,8 @@ def load_trained_model(
     adapters = read_checkpoint_tensors(checkpoint_dir / ADAPTER_WEIGHTS_NAME) if manifest.lora else None
     overridden = config is not None
     config = config if overridden else task.load_config(checkpoint_dir)
-    model, new_parameters = task.load_model(str(base_path), config, torch_dtype=torch_dtype)
+    with _quiet_base_loading():
+        model, new_parameters = task.load_model(str(base_path), config, torch_dtype=torch_dtype)
     result = model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys:
         message = f"checkpoint {checkpoint_dir} holds parameters the model lacks, e.g. {result.unexpected_keys[:3]}"
@@ -257,7 +260,11 @@ def load_trained_model(
 
         lora_config = LoraConfig.from_pretrained(str(checkpoint_dir))
         lora_config.inference_mode = True
-        model = get_peft_model(model, lora_config)
+        lora_config.base_model_name_or_path = str(base_path)
+        with warnings.catch_warnings():
+            # peft calls transformers' deprecated is_gradient_checkpointing; nothing the user can change.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            model = get_peft_model(model, lora_config)
         loaded = set_peft_model_state_dict(model, adapters)
         missing = [key for key in loaded.missing_keys if ".lora_" in key]
         if loaded.unexpected_keys or missing:
@@ -268,6 +275,24 @@ def load_trained_model(
         if merge_lora:
             model = model.merge_and_unload()
     return model.eval()
+
+
+@contextlib.contextmanager
+def _quiet_base_loading() -> Iterator[None]:
+    """Silence the base model's load report while a checkpoint is rebuilt: it lists as missing the
+    very weights the checkpoint restores next (the one warning that matters, weights in neither,
+    is given after the restore)."""
+    from transformers.utils import logging as hf_logging
+
+    library = logging.getLogger("spatialvlm")
+    verbosity, level = hf_logging.get_verbosity(), library.level
+    hf_logging.set_verbosity_error()
+    library.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        library.setLevel(level)
 
 
 def parameters_to_save(

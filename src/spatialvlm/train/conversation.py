@@ -31,6 +31,7 @@ __all__ = [
     "load_conversation_records",
     "read_record_list",
     "to_chat_messages",
+    "add_video_prompt",
     "tokenize_conversation",
     "pad_sequences",
 ]
@@ -105,6 +106,35 @@ def to_chat_messages(
         first_user["content"] = f"{placeholder}\n{first_user['content']}"
     elif count > 1:
         raise ValueError(f"conversation has {count} '{placeholder}' placeholders; expected one")
+    return messages
+
+
+def add_video_prompt(
+    messages: list[dict[str, str]],
+    placeholder: str,
+    system_prompt: str | None = None,
+    time_instruction: str | None = None,
+) -> list[dict[str, str]]:
+    """LLaVA-Video's training prompt around chat messages (a new list; ``messages`` is unchanged).
+
+    Args:
+        messages: output of ``to_chat_messages`` (one ``placeholder`` in the text).
+        placeholder: the media token string.
+        system_prompt: put in front as a system turn when the record has none (qwen_1_5: "You are
+            a helpful assistant.").
+        time_instruction: ``llava_video_time_instruction(...)``; the turn holding the placeholder
+            becomes ``f"{placeholder}\n{time_instruction}\n{text without the placeholder}"``, which is
+            how LLaVA-NeXT's ``train.py`` writes it with ``add_time_instruction``.
+    """
+    messages = [dict(message) for message in messages]
+    if time_instruction is not None:
+        for message in messages:
+            if placeholder in message["content"]:
+                rest = message["content"].replace(placeholder, "")
+                message["content"] = f"{placeholder}\n{time_instruction}\n{rest}"
+                break
+    if system_prompt and not any(message["role"] == "system" for message in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
 
 

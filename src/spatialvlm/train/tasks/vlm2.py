@@ -28,7 +28,15 @@ from torch.utils.data import Dataset
 from ...data.video import read_video
 from ...geometry import check_metric_scale, load_geometry_source, read_frames
 from ..arguments import DataArguments, ModelArguments
-from ..conversation import IGNORE_INDEX, load_conversation_records, pad_sequences, to_chat_messages, tokenize_conversation
+from ...models.processing import llava_video_time_instruction
+from ..conversation import (
+    IGNORE_INDEX,
+    add_video_prompt,
+    load_conversation_records,
+    pad_sequences,
+    to_chat_messages,
+    tokenize_conversation,
+)
 from ..trainer import SpatialTrainer
 from ..tunable import PartMap
 from . import register_task
@@ -115,7 +123,10 @@ class VideoConversationDataset(Dataset):
         record = self.records[index]
         stream = self.data_args.memory_mode == "stream"
         # Stream chunks need every sample to have all its frames; per-sample batches pad shorter videos.
-        clip = read_video(self.video_folder / record["video"], self.data_args.num_frames, allow_fewer=not stream)
+        clip = read_video(
+            self.video_folder / record["video"], self.data_args.num_frames, allow_fewer=not stream,
+            sampling=self.data_args.frame_sampling,
+        )
         item: dict[str, Tensor] = {"pixel_values_videos": self.processor.preprocess_frames(clip.frames)}
         if self.config.needs_geometry:
             source = load_geometry_source(self.geometry_folder / record["geometry"])
@@ -126,6 +137,12 @@ class VideoConversationDataset(Dataset):
         messages = to_chat_messages(
             record["conversations"], self.processor.video_token, aliases=(self.processor.image_token,)
         )
+        # Converted LLaVA-Video / VLM-3R models were trained with qwen_1_5's system prompt and the
+        # time instruction; their processor settings say so (spatialvlm.convert).
+        timing = None
+        if self.processor.time_instruction and clip.fps > 0 and not stream:
+            timing = llava_video_time_instruction(clip.total_frames / clip.fps, (clip.indices / clip.fps).tolist())
+        messages = add_video_prompt(messages, self.processor.video_token, self.processor.system_prompt, timing)
         try:
             input_ids, labels = tokenize_conversation(
                 self.processor.tokenizer,
