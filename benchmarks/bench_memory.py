@@ -201,12 +201,21 @@ def bench_long_stream(frames: int, tokens: int = 16) -> None:
 
 
 def _twins(dim: int, **options):
-    """(before, after): the replaced implementation and the library, with the same weights."""
+    """(before, after): the replaced implementation and the library, with the same weights;
+    ``options`` (issue-14 knobs) apply to "after" only."""
     torch.manual_seed(0)
     after = DualMemory(dim, working_size=WORKING, episodic_size=EPISODIC, **options)
-    before = legacy_memory.DualMemory(dim, working_size=WORKING, episodic_size=EPISODIC, **options)
+    before = legacy_memory.DualMemory(dim, working_size=WORKING, episodic_size=EPISODIC)
     before.load_state_dict(after.state_dict())
     return before, after
+
+
+def cpu_seconds(fn) -> float:
+    """CPU time of this process over ``fn()``: other processes' load on a shared machine does not
+    count (run with OMP_NUM_THREADS=1 so it equals the work of one core)."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
 
 
 def _fill(memory, batch: int, tokens: int, dim: int, steps: int):
@@ -217,7 +226,8 @@ def _fill(memory, batch: int, tokens: int, dim: int, steps: int):
 
 
 def bench_fill_cost(repeats: int) -> None:
-    print("\n## 4a. Step with one stored entry vs a full step, before / after (inference, fp32)\n")
+    print(f"\n## 4a. Step with one stored entry vs a full step, before / after (inference, fp32, "
+          f"CPU ms of this process, median of {repeats})\n")
     print("| B, N, D | before: 1 entry ms | before: full ms | before ratio | after: 1 entry ms | after: full ms | after ratio |")
     print("|---|---|---|---|---|---|---|")
     for batch, tokens, dim in ((2, 64, 256), (1, 729, 1152)):
@@ -227,11 +237,12 @@ def bench_fill_cost(repeats: int) -> None:
             h = torch.randn(batch, tokens, dim)
             one = _fill(memory, batch, tokens, dim, 1)
             full = _fill(memory, batch, tokens, dim, WORKING + EPISODIC)
+            memory(h, one.clone()), memory(h, full)  # warm-up
             one_s, full_s = [], []
-            for _ in range(repeats):  # interleaved; a clone keeps the one-entry state at one entry
+            for _ in range(repeats):  # interleaved; a fresh clone keeps the one-entry state at one entry
                 snapshot = one.clone()
-                one_s.append(timed(lambda: memory(h, snapshot.clone()), 1))
-                full_s.append(timed(lambda: memory(h, full), 1))
+                one_s.append(cpu_seconds(lambda: memory(h, snapshot)))
+                full_s.append(cpu_seconds(lambda: memory(h, full)))
             one_m, full_m = statistics.median(one_s), statistics.median(full_s)
             row += [f"{one_m * 1e3:.2f}", f"{full_m * 1e3:.2f}", f"{one_m / full_m:.2f}"]
         print(f"| {batch}, {tokens}, {dim} | " + " | ".join(row) + " |")
@@ -272,12 +283,10 @@ def bench_training(frames_count: int, tokens: int, repeats: int) -> None:
     seconds = {label: [] for label, _ in variants}
     for _ in range(repeats):  # interleaved
         for label, memory in variants:
-            start = time.perf_counter()
-            step(memory)
-            seconds[label].append(time.perf_counter() - start)
+            seconds[label].append(cpu_seconds(lambda: step(memory)))
     base_saved, base_time = saved[variants[0][0]], statistics.median(seconds[variants[0][0]])
     per_frame = base_saved / frames_count
-    print("| implementation | saved for backward (MiB) | share of before | fwd+bwd s | share of before |")
+    print(f"| implementation | saved for backward (MiB) | share of before | fwd+bwd CPU s (median of {repeats}) | share of before |")
     print("|---|---|---|---|---|")
     for label, _ in variants:
         median = statistics.median(seconds[label])

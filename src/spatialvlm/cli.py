@@ -80,8 +80,12 @@ def _one_line_warnings(command: str) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # --debug is accepted anywhere (before or after the subcommand); the subcommands never see it.
+    # --debug is accepted anywhere (before or after the subcommand); the subcommands never see it,
+    # except train's flags, which are transformers' TrainingArguments (with a --debug of its own).
     end = argv.index("--") if "--" in argv else len(argv)
+    command = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    if command is not None and argv[command] == "train":
+        end = min(end, command)
     debug = "--debug" in argv[:end] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [token for i, token in enumerate(argv) if i >= end or token != "--debug"]
     args = build_parser().parse_args(argv)

@@ -139,5 +139,6 @@ def test_a_video_command_on_an_image_training_checkpoint_says_so(trained, tmp_pa
     fake = shutil.copytree(root / "ckpt/vlm2/checkpoint-1", tmp_path / "shirgx_ckpt")
     manifest = json.loads((fake / "spatialvlm_training.json").read_text())
     (fake / "spatialvlm_training.json").write_text(json.dumps({**manifest, "task": "shirgx"}))
-    run = spatialvlm("ask", "--video", root / "bench/synthetic/test_00000.mp4", "--model", fake, "q")
+    run = spatialvlm("ask", "--video", root / "bench/synthetic/test_00000.mp4",
+                     "--geometry", root / "bench/synthetic/test_00000_geometry", "--model", fake, "q")
     assert "'shirgx' training checkpoint" in one_line_error(run, "ask")

@@ -184,3 +184,29 @@ def test_release_folder_is_refused_by_the_loader(setup):
     root = setup[0]
     with pytest.raises(ValueError, match="spatialvlm convert vlm3r --base"):
         load_vlm2(root / "release")
+
+
+def test_ask_a_converted_vlm3r_with_its_precomputed_features(setup, tmp_path):
+    """The user's path: convert, then `spatialvlm ask --geometry scene.pt` (VLM-3R's feature file)."""
+    root = setup[0]
+    from spatialvlm.models.tiny import make_tiny_video_sample
+
+    if not (root / "merged" / "config.json").exists():
+        convert_vlm3r(root / "base", root / "release", root / "merged", vision_config=root / "siglip.json", merge_lora=True, progress=False)
+    video, _, _ = make_tiny_video_sample(tmp_path, num_frames=8)
+    torch.save({"camera_tokens": torch.randn(4, 1, GEOMETRY), "patch_tokens": torch.randn(4, 25, GEOMETRY)}, tmp_path / "scene.pt")
+    result = subprocess.run(
+        [sys.executable, "-m", "spatialvlm.cli", "ask", "--video", video, "--geometry", tmp_path / "scene.pt",
+         "--model", root / "merged", "--num-frames", "4", "--max-new-tokens", "3", "--no-progress", "How many chairs?"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_vlm3r_dry_run_plans_the_fusion(setup):
+    root, _, fusion, _, _, _ = setup
+    from spatialvlm.convert import plan_vlm3r
+
+    plan = plan_vlm3r(root / "base", root / "release", vision_config=root / "siglip.json", frames=2)
+    assert plan.parameters["spatial_fusion"] == sum(p.numel() for p in fusion.parameters())
+    assert plan.video_tokens == 2 * 6

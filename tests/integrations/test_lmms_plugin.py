@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -226,3 +225,30 @@ def test_vsibench_scoring_against_lmms_eval_vsibench_utils():
     official.vsibench_process_results(doc, ["about 3"])
     assert doc["MRA:.5:.95:.05"] == 1.0
     assert score_prediction({"question_type": "object_counting", "ground_truth": "3", "prediction": "about 3"}) == 0.0
+
+
+def test_shirgx_image_model_answers_as_spatialvlm_ask(tmp_path):
+    import numpy as np
+    from lmms_eval.api.instance import Instance
+    from lmms_eval.models import get_model
+    from PIL import Image
+
+    from spatialvlm.integrations.lmms_plugin import SpatialVLMImage
+
+    assert get_model("spatialvlm_shirgx") is SpatialVLMImage
+    image_path = tmp_path / "chart.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, size=(80, 120, 3), dtype=np.uint8)).save(image_path)
+    question = "What is the largest value?"
+    model = SpatialVLMImage(pretrained=str(CHECKPOINT))
+    model.task_dict = {"chart": {"test": [{"image": str(image_path)}]}}
+    meta = {"task": "chart", "doc_id": 0, "repeats": 1}
+    request = Instance("generate_until", (question, {"max_new_tokens": 3, "until": []},
+                                          lambda doc: [Image.open(doc["image"])], 0, "chart", "test"), 0, meta)
+    [answer] = model.generate_until([request])
+    # The same checkpoint, image and question through the command line.
+    ask = subprocess.run([SPATIALVLM, "ask", "--image", str(image_path), "--model", str(CHECKPOINT),
+                          "--max-new-tokens", "3", "--no-progress", question], capture_output=True, text=True, timeout=300)
+    assert ask.returncode == 0, ask.stderr
+    assert answer == ask.stdout.strip()
+    with pytest.raises(NotImplementedError):
+        model.loglikelihood([request])

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--geometry",
         type=Path,
-        help="--video: per-frame geometry folder (frame_00000.safetensors ..., or ScanNet-style depth/ pose/)",
+        help="--video: per-frame geometry folder (frame_00000.safetensors ..., or ScanNet-style depth/ pose/), or a VLM-3R .pt feature file",
     )
     parser.add_argument(
         "--no-fusion", action="store_true",
@@ -154,8 +154,8 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
         raise ValueError(f"video {args.video} is a folder, not a video file")
     if not args.video.is_file():
         raise FileNotFoundError(f"video {args.video} does not exist")
-    if args.geometry is not None and not args.geometry.is_dir():
-        raise FileNotFoundError(f"geometry folder {args.geometry} does not exist")
+    if args.geometry is not None and not (args.geometry.is_dir() or (args.geometry.suffix == ".pt" and args.geometry.is_file())):
+        raise FileNotFoundError(f"geometry folder (or VLM-3R .pt feature file) {args.geometry} does not exist")
     # Every VLM² config stores use_spatial_fusion; a plain LLaVA-OneVision one gets VLM2Config's True.
     if config.get("use_spatial_fusion", True) and args.geometry is None and not args.no_fusion:
         raise ValueError(

@@ -121,7 +121,7 @@ def _predictor_identity(args: argparse.Namespace) -> tuple[dict, dict | None, di
     identity = {"kind": "baseline", "name": args.baseline}
     if args.baseline == "chance":
         identity["seed"] = args.seed
-    if args.baseline != "answer-key":
+    if args.baseline != "answer-key" and args.train_data:  # without it the baseline refuses to build
         from spatialvlm.data.readers import find_split_files
 
         try:

@@ -218,17 +218,15 @@ def _doc_hash(doc: Mapping[str, Any]) -> str:
 
 
 # lmms-eval's metric names per task (process_results returns each metric mapped to the scored doc).
-_LMMS_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+_LMMS_METRICS: dict[str, tuple[str, ...]] = {
     "vsibench": (
-        ("vsibench_overall", "obj_appearance_order_accuracy", "object_abs_distance_mra", "object_counting_mra",
-         "object_rel_distance_accuracy", "object_size_estimation_mra", "room_size_estimation_mra",
-         "route_planning_accuracy", "object_rel_direction_accuracy"),
-        "vsibench",
+        "vsibench_overall", "obj_appearance_order_accuracy", "object_abs_distance_mra", "object_counting_mra",
+        "object_rel_distance_accuracy", "object_size_estimation_mra", "room_size_estimation_mra",
+        "route_planning_accuracy", "object_rel_direction_accuracy",
     ),
     "revsi": (
-        ("overall_acc", "object_abs_distance_acc", "object_counting_acc", "object_rel_direction_acc",
-         "object_rel_distance_acc", "object_size_estimation_acc", "room_size_estimation_acc", "route_planning_acc"),
-        "revsi",
+        "overall_acc", "object_abs_distance_acc", "object_counting_acc", "object_rel_direction_acc",
+        "object_rel_distance_acc", "object_size_estimation_acc", "room_size_estimation_acc", "route_planning_acc",
     ),
 }
 _LMMS_METRICS["vsibench_debiased"] = _LMMS_METRICS["vsibench"]
@@ -263,7 +261,7 @@ def lmms_eval_samples(
     answer), ``doc_hash``, and every task metric mapped to the scored doc (the prediction and its
     score under lmms-eval's key: ``accuracy`` / ``MRA:.5:.95:.05`` for VSI-Bench, ``acc`` for ReVSI).
     """
-    metrics, _ = _LMMS_METRICS.get(benchmark, ((f"{benchmark}_score",), benchmark))
+    metrics = _LMMS_METRICS.get(benchmark, (f"{benchmark}_score",))
     samples = []
     for doc_id, record in enumerate(records):
         numerical = is_numerical(record) if is_numerical is not None else None

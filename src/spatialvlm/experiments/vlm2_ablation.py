@@ -45,6 +45,7 @@ __all__ = [
     "QUICK",
     "QUICK_VARIANTS",
     "summarise",
+    "plot_training_curves",
     "VARIANTS",
     "BASELINES",
     "FULL_VLM2_PREFIX",
@@ -668,6 +669,8 @@ def run_ablation(config: AblationConfig) -> AblationResult:
                 "synth": {"num_frames": config.num_frames, "image_size": config.image_size, "seed": config.seed,
                           "split": "test", "scenes": config.test_scenes},
                 "held_out_official": scores.official.to_dict(), "held_out_lenient": scores.lenient.to_dict(),
+                # The demo prints these beside the checkpoint's own held-out overall.
+                "baselines": {r.name: r.official["overall"] for r in results if r.name in BASELINES and r.seed == seed},
             })
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
@@ -793,10 +796,61 @@ def results_markdown(rows: Sequence[RowSummary], results: Sequence[VariantResult
     return "\n".join(lines) + "\n"
 
 
+def plot_training_curves(results: Sequence[VariantResult], path: str | Path, base_log: dict | None = None) -> Path:
+    """Training loss per logged step (one line per row and seed) with each run's held-out loss as
+    a marker at its last step; with ``base_log`` (``vlm2_base``'s ``base_training.json``) a first
+    panel shows the base's stage (a) train / held-out losses and stage (b)'s training loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if base_log else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    if base_log:
+        axis = axes[0, 0]
+        stage_a = base_log.get("stage_a", {})
+        if stage_a.get("step"):
+            axis.plot(stage_a["step"], stage_a["train_loss"], label="(a) vision: train loss")
+            held = [entry["class_ce"] + 0.5 * entry["log_depth_mse"] + 0.5 * entry["height_mse"] for entry in stage_a["held_out"]]
+            axis.plot(stage_a["step"], held, "--", label="(a) vision: held-out loss")
+        stage_b = base_log.get("stage_b", {})
+        if stage_b.get("train_log"):
+            steps = [e["step"] for e in stage_b["train_log"]]
+            axis.plot(steps, [e["loss"] for e in stage_b["train_log"]], label="(b) projector + LM: train loss")
+            axis.scatter([0, steps[-1]], [stage_b["held_out_loss_before"], stage_b["held_out_loss_after"]],
+                         marker="x", color="k", label="(b) held-out loss before / after", zorder=3)
+        axis.set_xlabel("step")
+        axis.set_ylabel("loss")
+        axis.set_title("synthetic-pretrained base")
+        axis.legend(fontsize=7)
+    axis = axes[0, -1]
+    colours = {}
+    for result in results:
+        if not result.loss_log:
+            continue
+        colour = colours.setdefault(result.name, f"C{len(colours)}")
+        steps, losses = zip(*result.loss_log)
+        axis.plot(steps, losses, color=colour, alpha=0.7, label=result.name if result.seed == min(
+            r.seed for r in results if r.name == result.name) else None)
+        if result.held_out_loss is not None:
+            axis.scatter([steps[-1]], [result.held_out_loss], color=colour, marker="x", zorder=3)
+    axis.set_xlabel("step")
+    axis.set_ylabel("answer-token loss")
+    axis.set_title("ablation rows (lines: training, ×: held-out after training)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 # ``--quick``: the reduced run that fits the shared 2-core CPU (docs/experiments.md); still three
 # seeds and the held-out split, fewer rows and steps.
 QUICK: dict[str, Any] = dict(
-    variants=QUICK_VARIANTS, seeds=(0, 1, 2), train_scenes=100, test_scenes=20, max_steps=40, batch_size=4,
+    variants=QUICK_VARIANTS, seeds=(0, 1, 2), train_scenes=100, test_scenes=16, max_steps=40, batch_size=4,
     num_frames=32, image_size=112,
 )
 

@@ -1,5 +1,7 @@
-"""lmms-eval model plugin: run spatialvlm's VLM² checkpoints on lmms-eval tasks (``vsibench``,
-``vsibench_debiased``, ``revsi_*_frame``, any video task whose ``doc_to_visual`` gives a video path).
+"""lmms-eval model plugin: run spatialvlm's VLM² checkpoints on lmms-eval video tasks (``vsibench``,
+``vsibench_debiased``, ``revsi_*_frame``, any task whose ``doc_to_visual`` gives a video path) as
+``spatialvlm_vlm2``, and the SHIRG-X image path on image tasks (``chartqa``, ``docvqa_val``, any task
+whose ``doc_to_visual`` gives one image) as ``spatialvlm_shirgx``.
 
 Registered through lmms-eval's external-model entry point (``[project.entry-points."lmms_eval.models"]``
 in spatialvlm's pyproject; lmms-eval ≥ 0.7 loads :func:`model_manifests` from the group
@@ -26,6 +28,12 @@ first of the task's ``until`` strings; ``loglikelihood`` scores a continuation a
 (with the doc's video when the task gives one). The model is the same
 :class:`spatialvlm.integrations.VLM2VideoPredictor` that ``spatialvlm eval --model`` uses.
 
+``spatialvlm_shirgx`` (``--model_args pretrained=DIR,budget=768,decoding=autoregressive,
+dtype=bfloat16,device=cuda``): the checkpoint is read as ``spatialvlm ask --image`` reads it (a
+``spatialvlm train --task shirgx`` output with its trained selector, or any LLaVA-OneVision / VLM²
+directory with the training-free selector, or ``no_selector=True`` for the base image path);
+``budget`` is K (default: the adaptive head); ``generate_until`` only (image tasks are generative).
+
 This module imports lmms-eval; nothing else in spatialvlm does.
 """
 
@@ -42,16 +50,20 @@ from lmms_eval.api.model import lmms
 from spatialvlm.data.frame_sampling import FrameSampling
 from spatialvlm.integrations.vlm2_predictor import VLM2VideoPredictor
 
-__all__ = ["SpatialVLMVideo", "model_manifests", "MODEL_ID"]
+__all__ = ["SpatialVLMVideo", "SpatialVLMImage", "model_manifests", "MODEL_ID", "IMAGE_MODEL_ID"]
 
 MODEL_ID = "spatialvlm_vlm2"
+IMAGE_MODEL_ID = "spatialvlm_shirgx"
 
 
 def model_manifests() -> list:
     """The entry-point payload: lmms-eval's ``ModelManifest`` for each spatialvlm model."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.SpatialVLMVideo", aliases=("spatialvlm",))]
+    return [
+        ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.SpatialVLMVideo", aliases=("spatialvlm",)),
+        ModelManifest(model_id=IMAGE_MODEL_ID, simple_class_path=f"{__name__}.SpatialVLMImage"),
+    ]
 
 
 def _scene_of(doc: dict[str, Any]) -> tuple[str, str] | None:
@@ -163,3 +175,76 @@ class SpatialVLMVideo(lmms):
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("spatialvlm_vlm2 answers single-round questions (generate_until)")
+
+
+class SpatialVLMImage(lmms):
+    """The SHIRG-X image path as an lmms-eval ``simple`` model (see the module docstring)."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str,
+        budget: int | str | None = None,
+        decoding: str = "autoregressive",
+        no_selector: bool | str = False,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_size: int | str = 1,
+        **unused: Any,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoTokenizer
+
+        # The same loading as `spatialvlm ask --image` (trained SHIRG-X checkpoint, or any LLaVA-OneVision
+        # / VLM² directory with the training-free selector).
+        from spatialvlm.commands.ask import _load_image_model
+        from spatialvlm.models import ShirgXImagePath
+
+        if int(batch_size) != 1:
+            raise ValueError(f"spatialvlm_shirgx answers one question at a time; got batch_size={batch_size}")
+        if unused:
+            raise ValueError(f"spatialvlm_shirgx: unknown --model_args {sorted(unused)}; see spatialvlm.integrations.lmms_plugin")
+        if decoding not in ("autoregressive", "diffusion"):
+            raise ValueError(f"spatialvlm_shirgx: decoding must be 'autoregressive' or 'diffusion', got {decoding!r}")
+        no_selector = str(no_selector).lower() in ("1", "true", "yes")
+        model, selector, image_config = _load_image_model(Path(pretrained), getattr(torch, dtype), no_selector)
+        model.to(device).eval()
+        if selector is not None:
+            selector.to(device=device, dtype=model.dtype).eval()
+        self.path = ShirgXImagePath(model, selector, image_config)
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        self.budget = None if budget in (None, "auto", "None") else int(budget)
+        if self.budget is not None and selector is not None and self.budget not in selector.config.budgets:
+            raise ValueError(f"spatialvlm_shirgx: budget must be one of the selector's budgets {selector.config.budgets}")
+        self.decoding = decoding
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        from PIL import Image
+
+        answers = []
+        for request in requests:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+            images = [Image.open(v) if isinstance(v, (str, Path)) else v for v in visuals or []]
+            if len(images) != 1 or not isinstance(images[0], Image.Image):
+                raise ValueError(f"task {task} doc {doc_id}: spatialvlm_shirgx takes one image; doc_to_visual gave {len(images)}")
+            result = self.path.answer(
+                images[0].convert("RGB"), context, self.tokenizer, decoding=self.decoding, budget=self.budget,
+                max_new_tokens=int(gen_kwargs.get("max_new_tokens", 32)),
+            )
+            text = result.text
+            until = gen_kwargs.get("until") or []
+            for stop in [until] if isinstance(until, str) else until:
+                if stop:
+                    text = text.split(stop)[0]
+            answers.append(text)
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError(
+            "spatialvlm_shirgx scores generative image tasks (generate_until); use spatialvlm_vlm2 for loglikelihood"
+        )
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("spatialvlm_shirgx answers single-round questions (generate_until)")

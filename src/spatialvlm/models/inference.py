@@ -132,16 +132,19 @@ def load_video_geometry(
     frame_indices: Sequence[int],
     progress: bool = False,
     coordinate_normalization: str = "per_video",
+    total_frames: int | None = None,
 ) -> FrameGeometry:
     """Geometry of the sampled frames, matched by video frame index: batched FrameGeometry (T, ...).
 
     ``geometry`` is a folder (``frame_00000.safetensors`` ... or ScanNet-style), any
     ``GeometrySource``, or an already batched FrameGeometry with one entry per sampled frame.
-    ``coordinate_normalization="metric"`` refuses a source without metric scale.
+    ``coordinate_normalization="metric"`` refuses a source without metric scale. A VLM-3R ``.pt``
+    feature file needs the video's ``total_frames`` to match its rows to frame indices.
     """
     if isinstance(geometry, FrameGeometry):
         return geometry
-    source = load_geometry_source(geometry)
+    is_feature_file = isinstance(geometry, (str, os.PathLike)) and Path(geometry).suffix == ".pt"
+    source = load_geometry_source(geometry, total_frames=total_frames) if is_feature_file else load_geometry_source(geometry)
     check_metric_scale(source, coordinate_normalization)
     try:
         return read_frames(source, [int(i) for i in frame_indices], progress=progress)
@@ -151,15 +154,15 @@ def load_video_geometry(
 
 def _sample_frames(
     video: VideoLike, num_frames: int | None, allow_fewer_frames: bool
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Frames, their video indices and, for a file with a frame rate, their times (the keyword
-    arguments of ``VLM2Processor.video_prompt``'s time instruction; empty for raw frames)."""
+) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
+    """Frames, their video indices, the video's frame count and, for a file with a frame rate, the
+    frames' times (the keyword arguments of ``VLM2Processor.video_prompt``; empty for raw frames)."""
     if isinstance(video, (str, os.PathLike)):
         clip = read_video(video, num_frames=num_frames, allow_fewer=allow_fewer_frames)
         timing: dict[str, Any] = {}
         if clip.fps > 0:
             timing = dict(frame_seconds=(clip.indices / clip.fps).tolist(), video_seconds=clip.total_frames / clip.fps)
-        return clip.frames, clip.indices, timing
+        return clip.frames, clip.indices, clip.total_frames, timing
     frames = np.asarray(video)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"video frames must have shape (T, H, W, 3); got {tuple(frames.shape)}")
@@ -173,7 +176,7 @@ def _sample_frames(
         )
     else:
         indices = uniform_frame_indices(total, num_frames)
-    return frames[indices], indices, {}
+    return frames[indices], indices, total, {}
 
 
 class _TqdmStreamer(BaseStreamer):
@@ -267,10 +270,14 @@ def ask_video(
             "frame_XXXXX.safetensors, a GeometrySource) or load the model with use_spatial_fusion=False"
         )
     start = time.perf_counter()
-    frames, indices, timing = _sample_frames(video, num_frames, allow_fewer_frames)
+    frames, indices, total_frames, timing = _sample_frames(video, num_frames, allow_fewer_frames)
     prompt = processor.video_prompt(question, **timing)
     frame_geometry = None if geometry is None else load_video_geometry(
-        geometry, indices, progress=progress, coordinate_normalization=processor.coordinate_normalization
+        geometry,
+        indices,
+        progress=progress,
+        coordinate_normalization=processor.coordinate_normalization,
+        total_frames=total_frames,
     )
     batch = processor(prompt, videos=frames, geometry=frame_geometry)
     device, dtype = model.device, model.dtype

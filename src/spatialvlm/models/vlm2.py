@@ -7,10 +7,14 @@ The video path of ``VLM2ForConditionalGeneration`` runs, per frame t of each vid
                                                                       viewpoint alignment,
                                                                       cross-attention fusion
     M_t  = DualMemory(H_t; W_t, E_t)                         (N, C)   one memory per video
-    V_t  = pool2x2(projector(M_t))                           (P, Dt)  P = ceil(side/2)²
+    V_t  = layout(projector(M_t))                            (P, Dt)  the config's video layout
 
-and the language model reads ``[V_1 … V_T, newline]`` in place of the prompt's ``<video>`` tokens,
-exactly as LLaVA-OneVision does. Images keep the base model's path.
+and the language model reads the frames' tokens in place of the prompt's ``<video>`` tokens. The
+layout is config (``video_pool_mode``, ``video_pool_stride``, ``video_newline_position``):
+LLaVA-OneVision-HF's 2×2 bilinear pooling (P = ceil(side/2)²) and ``[V_1 … V_T, newline]`` by
+default, or LLaVA-Video's 2×2 average pooling with a newline after each row of each frame
+(P = 13 · 14 = 182 at side 27), which ``spatialvlm convert`` sets for LLaVA-Video and VLM-3R.
+Images keep the base model's path.
 
 Videos of different lengths share a batch through ``video_frame_mask`` (B, T): padded frames never
 reach the vision tower, the fusion, the memory or the language model, and every video's memory
@@ -401,6 +405,11 @@ class VideoGeometryInputs:
                 f"geometry_tokens (B, T, M, {config.geometry_dim}) are missing and {needs}; give each frame "
                 "geometry tokens, or point maps with use_point_tokens=True"
             )
+        if config.fusion_camera_as_key is True and not config.use_viewpoint_alignment and self.camera_tokens is None:
+            raise ValueError(
+                f"camera_tokens (B, T, {config.view_dim}) are missing but this model attends over [camera; geometry "
+                "tokens] (fusion_camera_as_key=True, VLM-3R 'all tokens'); give each frame its camera token"
+            )
         if config.use_viewpoint_alignment and self.camera_tokens is None and self.poses is None:
             raise ValueError(
                 f"camera_tokens (B, T, {config.view_dim}) or camera_poses (B, T, 4, 4) are missing but "
@@ -418,9 +427,10 @@ class VLM2VideoOutput(BaseModelOutputWithPooling):
     """``get_video_features`` output.
 
     Attributes:
-        pooler_output: (1, S, Dt) language-model tokens of all videos, concatenated in batch order,
-            each video's frames followed by its newline token (S = Σ_b (T_b · P + 1)).
-        frame_features: (F, P, Dt) pooled tokens of each real frame (batch-major order).
+        pooler_output: (1, S, Dt) language-model tokens of all videos, concatenated in batch order
+            (S = Σ_b config.num_video_tokens(T_b); "one_token": each video's frames then its newline).
+        frame_features: (F, P, Dt) pooled tokens of each real frame (batch-major order), with the
+            "grid" / "frame" layouts' newlines.
         memory_state: the dual memory after the last frame (None without memory).
     """
 

@@ -42,7 +42,9 @@ class BudgetHead(nn.Module):
 
     def __init__(self, dim: int, budgets: tuple[int, ...], hidden: int = 32, default_index: int = 0) -> None:
         super().__init__()
-        self.register_buffer("budgets", torch.tensor(budgets, dtype=torch.long), persistent=False)
+        # A tuple, not a buffer: a non-persistent buffer is in no state dict (a selector built on the
+        # meta device and then loaded would keep garbage there).
+        self.budgets = tuple(int(k) for k in budgets)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, len(budgets)))
         nn.init.zeros_(self.mlp[2].weight)
         with torch.no_grad():
@@ -54,10 +56,10 @@ class BudgetHead(nn.Module):
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, len(budgets)) logits → (B,) chosen K (the argmax)."""
-        return self.budgets[logits.argmax(dim=-1)]
+        return torch.tensor(self.budgets, device=logits.device)[logits.argmax(dim=-1)]
 
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
 
     def extra_repr(self) -> str:
-        return f"budgets={tuple(self.budgets.tolist())}, parameters={self.num_parameters():,}"
+        return f"budgets={self.budgets}, parameters={self.num_parameters():,}"

@@ -64,11 +64,16 @@ class ShirgXSelector(nn.Module):
         )
         pool = self.config.scaffold_pool
         self.source_width = max(pool * pool, MAX_MERGED_GROUP)
-        self.register_buffer(
-            "scaffold_sources",
-            nn.functional.pad(scaffold_source_index(self.config.grid, pool), (0, self.source_width - pool * pool), value=-1),
-            persistent=False,
-        )
+
+    def scaffold_sources(self, device: torch.device | None = None) -> torch.Tensor:
+        """(num_scaffold, source_width) long: the patches each scaffold token averages, −1 padded.
+
+        Computed from the config on each call, not stored as a buffer: a non-persistent buffer is
+        in no state dict, so a selector built on the meta device and loaded would keep garbage.
+        """
+        pool = self.config.scaffold_pool
+        index = scaffold_source_index(self.config.grid, pool, device)
+        return nn.functional.pad(index, (0, self.source_width - pool * pool), value=-1)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters per part."""
@@ -173,7 +178,8 @@ class ShirgXSelector(nn.Module):
             )
             kept = group_reduce(tokens, hi_coords[0], assignment, budget, self.source_width)
             batch = hi_tokens.shape[0]
-            source_index = torch.cat([self.scaffold_sources.expand(batch, -1, -1), kept.source_index], dim=1)
+            scaffold_sources = self.scaffold_sources(tokens.device).expand(batch, -1, -1)
+            source_index = torch.cat([scaffold_sources, kept.source_index], dim=1)
             is_scaffold = torch.zeros(batch, budget + scaffold.shape[1], dtype=torch.bool, device=tokens.device)
             is_scaffold[:, : scaffold.shape[1]] = True
         return SelectionOutput(

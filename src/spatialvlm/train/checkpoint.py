@@ -46,6 +46,7 @@ __all__ = [
     "load_trained_model",
     "parameters_to_save",
     "read_checkpoint_tensors",
+    "verify_checkpoint_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,21 +158,40 @@ def save_trained_checkpoint(
     manifest.save(output_dir)
 
 
-def read_checkpoint_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_checkpoint_tensors(path: str | os.PathLike, header_only: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of one safetensors file of a checkpoint, with a one-line error naming the file
-    when it is missing, truncated or not a safetensors file (instead of the reader's traceback)."""
-    from safetensors import SafetensorError
+    when it is missing, truncated or not a safetensors file (instead of the reader's traceback).
+
+    ``header_only``: only check the file (its header and that the header's tensors fit the file
+    size) and return ``{}``; cheap, for checks before a long model load.
+    """
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the checkpoint {path.parent} is incomplete")
     try:
+        if header_only:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+            return {}
         return load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as error:
         raise ValueError(
             f"{path} is corrupt or truncated ({error}); re-save the checkpoint or use another one "
             "(e.g. an earlier checkpoint-N)"
         ) from error
+
+
+def verify_checkpoint_files(checkpoint_dir: str | os.PathLike) -> CheckpointManifest:
+    """Check, before anything is built, that a checkpoint's manifest and weight files are readable
+    (one-line errors naming the file); returns the manifest."""
+    checkpoint_dir = Path(checkpoint_dir)
+    manifest = CheckpointManifest.load(checkpoint_dir)
+    read_checkpoint_tensors(checkpoint_dir / TRAINED_WEIGHTS_NAME, header_only=True)
+    if manifest.lora:
+        read_checkpoint_tensors(checkpoint_dir / ADAPTER_WEIGHTS_NAME, header_only=True)
+    return manifest
 
 
 def load_trained_parameters(model: nn.Module, checkpoint_dir: str | os.PathLike) -> None:

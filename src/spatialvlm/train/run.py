@@ -24,7 +24,14 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from .arguments import DataArguments, ModelArguments
-from .checkpoint import ADAPTER_WEIGHTS_NAME, MANIFEST_NAME, TRAINED_WEIGHTS_NAME, CheckpointManifest, parameters_to_save
+from .checkpoint import (
+    ADAPTER_WEIGHTS_NAME,
+    MANIFEST_NAME,
+    TRAINED_WEIGHTS_NAME,
+    CheckpointManifest,
+    parameters_to_save,
+    verify_checkpoint_files,
+)
 from .tasks import TrainingTask, get_task
 from .trainer import SpatialTrainer
 from .tunable import TrainableSummary, prepare_tunable_model, trainable_parameter_names
@@ -147,7 +154,8 @@ def resolve_resume_checkpoint(value: str | bool | None, output_dir: str | os.Pat
 
     ``True`` / ``"True"`` (any case) is the latest ``checkpoint-N`` in ``output_dir`` (an error
     when it has none); ``False`` / ``"False"`` / ``""`` is a fresh run; anything else is a path,
-    which must be a training checkpoint.
+    which must be a training checkpoint. The chosen checkpoint's weight files are checked here, so a
+    corrupt one fails before the model loads.
     """
     if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false")):
         return None
@@ -158,11 +166,13 @@ def resolve_resume_checkpoint(value: str | bool | None, output_dir: str | os.Pat
                 f"--resume_from_checkpoint True resumes the latest checkpoint-N in {output_dir}, but it has none; "
                 "drop the flag to start afresh or give a checkpoint path"
             )
-        return str(found[-1])
-    path = Path(value)
+        path = found[-1]
+    else:
+        path = Path(value)
     if not (path / MANIFEST_NAME).is_file():
         what = "does not exist" if not path.exists() else f"is not a training checkpoint ({MANIFEST_NAME} is missing)"
-        raise ValueError(f"--resume_from_checkpoint {value} {what}; give a checkpoint-N folder or True (the latest)")
+        raise ValueError(f"--resume_from_checkpoint {path} {what}; give a checkpoint-N folder or True (the latest)")
+    verify_checkpoint_files(path)
     return str(path)
 
 
