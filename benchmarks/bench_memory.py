@@ -291,8 +291,7 @@ def bench_training(frames_count: int, tokens: int, repeats: int) -> None:
     for label, _ in variants:
         median = statistics.median(seconds[label])
         print(f"| {label} | {saved[label] / 2**20:.0f} | {saved[label] / base_saved:.0%} | {median:.2f} | {median / base_time:.0%} |")
-    print(f"\n(before: {per_frame / 2**20:.1f} MiB per frame at N = {tokens}; the bank part scales with N, "
-          f"so N = 729 gives about {per_frame * 729 / tokens / 2**30:.2f} GiB per frame)")
+    print(f"\n(before: {per_frame / 2**20:.1f} MiB saved per frame at N = {tokens})")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-COMMANDS: tuple[str, ...] = ("demo", "ask", "synth", "eval", "train", "viz", "bench", "convert")
+COMMANDS: tuple[str, ...] = ("demo", "ask", "synth", "eval", "train", "viz", "bench", "convert", "geometry")
 
 
 DEBUG_ENV = "SPATIALVLM_DEBUG"

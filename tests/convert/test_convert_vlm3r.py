@@ -135,6 +135,9 @@ def test_merged_release_matches_vlm3r(setup):
     # without the LoRA (or with the base projector) the outputs differ: the test can fail
     plain = original.logits(batch["input_ids"], processor.video_token_id, original.video_tokens(inputs["frames"]))
     assert (logits - plain).abs().max() > 1e-2
+    # trained over [camera; patches]: a forward without camera tokens is refused, not run on patches alone
+    with pytest.raises(ValueError, match=r"camera_tokens \(B, T, 24\) are missing"):
+        model(**batch, geometry_tokens=inputs["patches"][None])
 
 
 def test_adapter_kept_on_our_names_and_applied_at_load(setup):

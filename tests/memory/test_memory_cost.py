@@ -185,3 +185,21 @@ def test_bfloat16_on_cpu_tracks_float32():
     torch.testing.assert_close(mixed.float(), reference.detach(), atol=0.1, rtol=0.05)
     mixed.float().square().mean().backward()
     assert torch.isfinite(frames32.grad).all()
+
+
+@torch.no_grad()
+def test_a_state_saved_before_issue_14_resumes(tmp_path):
+    from spatialvlm.memory import MemoryState
+
+    ours, legacy = pair()
+    ours.eval(), legacy.eval()
+    frames = torch.randn(2, 9, TOKENS, DIM)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 4:] = False
+    _, old_state = legacy.process(frames[:, :6], mask[:, :6])
+    old_state.save(tmp_path / "old.safetensors")  # no fill counter in its metadata
+    state = MemoryState.load(tmp_path / "old.safetensors")
+    assert state.working.used == 3 and state.episodic.used == 5 and not state.fill_is_uniform
+    got, _ = ours.process(frames[:, 6:], mask[:, 6:], state=state)
+    want, _ = legacy.process(frames[:, 6:], mask[:, 6:], state=old_state)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -58,3 +58,19 @@ def test_memory_options_round_trip_through_the_checkpoint(tmp_path):
     assert fresh.model.dual_memory.gate[0].weight.abs().sum() > 0  # the rest is initialised as usual
     with pytest.raises(ValueError, match="memory_output must be one of"):
         tiny_vlm2_config(use_dual_memory=True, memory_output="resid")
+
+
+def test_train_arguments_carry_the_options_into_the_model_config(tmp_path):
+    from spatialvlm.models.vlm2 import VLM2Config
+    from spatialvlm.train.arguments import parse_train_args
+
+    model_args, _, _ = parse_train_args([
+        "--model_name_or_path", str(tmp_path), "--data_path", "d.json", "--output_dir", str(tmp_path / "out"),
+        "--use_dual_memory", "True", "--memory_output", "residual", "--memory_read_order", "write_then_read",
+        "--coordinate_normalization", "metric",
+    ])
+    config = VLM2Config.from_base(tiny_vlm2_config(), **model_args.model_flags())
+    assert (config.memory_output, config.memory_read_order, config.coordinate_normalization) == (
+        "residual", "write_then_read", "metric",
+    )
+    assert config.dual_memory_config().output == "residual"

@@ -197,5 +197,8 @@ def test_random_is_reproducible_and_bad_method_errors(tokens):
     assert selector(tokens).budget == 768
     with pytest.raises(ValueError, match="method must be one of"):
         BaselineSelector("topk")
+    assert BASELINES == ("pool", "random", "bipartite", "tome", "visionzip", "divprune")
+    with pytest.raises(ValueError, match="keep_scaffold does not apply to tome"):
+        BaselineSelector("tome", keep_scaffold=True)
     with pytest.raises(ValueError, match="budget K=2200"):
         BaselineSelector("pool", ShirgXConfig(vision_dim=DIM))(tokens, budget=2200)

@@ -24,5 +24,5 @@ def test_stage_timer_accumulates_and_tabulates():
 
 def test_selector_reports_its_stages():
     timer = StageTimer()
-    ShirgXSelector(ShirgXConfig(vision_dim=8))(torch.randn(1, 2304, 8), timer=timer)
-    assert list(timer.totals) == ["scaffold", "score", "budget", "merge", "select", "embed"]
+    ShirgXSelector(ShirgXConfig(vision_dim=8))(torch.randn(1, 2304, 8), timer=timer, projector=torch.nn.Linear(8, 4))
+    assert list(timer.totals) == ["embed", "project", "scaffold", "score", "budget", "merge", "select"]

@@ -3,7 +3,6 @@
 import math
 
 import torch
-import torch.nn.functional as F
 
 from spatialvlm.selection import (
     ShirgXConfig,
@@ -148,15 +147,3 @@ def test_grid_coverage_rises_monotonically_with_the_neighbour_weight():
     assert all(a <= b for a, b in zip(cells, cells[1:])), cells
     assert cells[-1] >= 2 * cells[0], cells
     assert spacing[-1] > spacing[0], spacing
-
-
-def test_distance_terms_spread_selection_over_more_cells_than_plain_topk():
-    tokens, question = _clustered_question_case()
-
-    def run(weights):
-        config = ShirgXConfig(vision_dim=32, relevance_weight=weights[0], neighbour_weight=weights[1], centre_weight=weights[2])
-        return ShirgXSelector(config)(tokens, question[None], budget=128)
-
-    plain = run((1.0, 0.0, 0.0))
-    distance_aware = run((0.7, 0.2, 0.1))
-    assert _cells_covered(distance_aware) >= 2 * _cells_covered(plain)

@@ -269,6 +269,20 @@ def test_reads_the_synthetic_image_suite_and_llava_records(tmp_path):
         {"from": "human", "value": rows[0]["question"] + " Short answer."},
         {"from": "gpt", "value": rows[0]["answers"][0]},
     ]
+    # Relevance reads the bare question, tokenised as ShirgXImagePath.answer tokenises it.
+    from spatialvlm.models.shirgx_vlm import question_token_ids
+    from spatialvlm.models.tiny import IMAGE_TOKEN_ID, build_tiny_tokenizer
+    from spatialvlm.selection import ShirgXConfig
+    from spatialvlm.train.arguments import DataArguments
+    from spatialvlm.train.tasks.shirgx import ImageQADataset, ShirgXTrainingConfig
+
+    assert records[0]["question"] == rows[0]["question"]
+    tokenizer = build_tiny_tokenizer()
+    training_config = ShirgXTrainingConfig(
+        selector=ShirgXConfig(vision_dim=32, grid=(16, 16), budgets=(32, 48), default_budget=32), image_size=224)
+    dataset = ImageQADataset(records, tokenizer, IMAGE_TOKEN_ID, training_config, DataArguments(model_max_length=4096),
+                             suite_file.parent)
+    assert dataset[0]["question_ids"].tolist() == question_token_ids(tokenizer, rows[0]["question"])
     llava = tmp_path / "llava.json"
     turns = [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]
     llava.write_text(json.dumps([{"id": "a", "image": "x.png", "conversations": turns}]))

@@ -320,6 +320,8 @@ class LlavaNextSource:
             fields["image_grid_pinpoints"] = pinpoints
         flags = {"use_spatial_fusion": False, "use_dual_memory": False, **layout, **flags}
         config = VLM2Config(**fields, **flags)
+        if raw.get("torch_dtype") in ("float32", "bfloat16", "float16"):
+            config.dtype = raw["torch_dtype"]  # what LLaVA-NeXT loads it as (--dtype overrides)
         if tokenizer is not None and tokenizer.pad_token_id is not None:
             config.pad_token_id = config.text_config.pad_token_id = tokenizer.pad_token_id
         name_map: dict[str, str] = {}

@@ -15,6 +15,7 @@ one entry per memory and frame instead of by one whole bank.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -165,8 +166,6 @@ class _RngState:
 
     @staticmethod
     def restore(state: "_RngState | None"):
-        import contextlib
-
         if state is None:
             return contextlib.nullcontext()
         devices = [state.device] if state.accelerator is not None else []
@@ -236,10 +235,7 @@ class MemoryAttention(nn.Module):
         (B, 1, 1, S) is True (None: all). Returns (B, N, D) and, with ``with_entropy``, the (B,)
         entropy."""
         read = BankRead(None, None, None, (keys, values, None), None, 1)
-        if key_mask is not None:
-            read.extra = (keys, values, None)
-            return self._attend(tokens, read, with_entropy, key_mask)
-        return self.read(tokens, read, with_entropy)
+        return self._attend(tokens, read, with_entropy, key_mask)
 
     def read(self, tokens: Tensor, read: BankRead, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         """Attend from ``tokens`` (B, N, D) to a memory. Returns (B, N, D) and, with

@@ -11,7 +11,9 @@ from .diffusion import DiffusionConfig, DiffusionOutput, MaskedDiffusionGenerato
 from .inference import VideoAnswer, answer_video_question, ask_video, generate_answer, load_video_geometry, load_vlm2
 from .llada import convert_llada_checkpoint
 from .processing import VLM2Processor, collate_video_geometry
-from .shirgx_vlm import ImageAnswer, ShirgXImageConfig, ShirgXImagePath
+from .lavida_image import LavidaViews, lavida_anyres_tokens, lavida_anyres_views
+from .shirgx_vlm import ImageAnswer, ShirgXImageConfig, ShirgXImagePath, question_token_ids
+from .siglip import LayerAttention, ToMeSiglipOutput, layer_attention, tome_siglip_forward
 from .streaming import VLM2StreamingSession
 from .tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_onevision_config
 from .vlm2 import (
@@ -29,9 +31,12 @@ __all__ = [
     "DiffusionConfig",
     "DiffusionOutput",
     "ImageAnswer",
+    "LayerAttention",
+    "LavidaViews",
     "MaskedDiffusionGenerator",
     "ShirgXImageConfig",
     "ShirgXImagePath",
+    "ToMeSiglipOutput",
     "convert_llada_checkpoint",
     "GEOMETRY_INPUT_NAMES",
     "VLM2Config",
@@ -48,9 +53,14 @@ __all__ = [
     "build_tiny_tokenizer",
     "collate_video_geometry",
     "generate_answer",
+    "lavida_anyres_tokens",
+    "lavida_anyres_views",
+    "layer_attention",
     "load_video_geometry",
     "load_vlm2",
     "patch",
+    "question_token_ids",
     "tiny_llava_onevision_config",
     "tiny_vlm2_config",
+    "tome_siglip_forward",
 ]

@@ -1,0 +1,159 @@
+"""``spatialvlm geometry extract / convert``, ``ask --geometry-backend`` and ``viz geometry``, run as a
+user runs them (subprocess, real mp4 through PyAV).
+
+No 3D foundation model can be installed here (no weights, no network; VGGT-1B is 5 GB), so the
+backend runs against FAKE packages in ``fake_packages/`` that mimic the real package's import
+paths, call signatures and output dicts (``vggt.models.vggt.VGGT.from_pretrained``,
+``vggt.utils.load_fn.load_and_preprocess_images``, ``vggt.utils.pose_enc.pose_encoding_to_extri_intri``)
+with a tiny deterministic "model" whose depth encodes the brightness of the frame it was given.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spatialvlm.data.video import uniform_frame_indices, write_video
+from spatialvlm.geometry import load_frame_geometry, read_frames, PrecomputedGeometrySource
+
+FAKES = Path(__file__).parent / "fake_packages"
+SPATIALVLM = str(Path(sys.executable).parent / "spatialvlm")
+TOTAL = 10
+BRIGHTNESS = np.arange(TOTAL) * 20 + 30  # frame i is a flat grey of this level
+
+
+def run(*args, pythonpath=(FAKES,), env=None):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    environment.pop("SPATIALVLM_DEBUG", None)
+    environment.update(env or {})
+    return subprocess.run([SPATIALVLM, *map(str, args)], capture_output=True, text=True, env=environment, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    root = tmp_path_factory.mktemp("geometry_cmd")
+    frames = np.broadcast_to(BRIGHTNESS[:, None, None, None], (TOTAL, 32, 48, 3)).astype(np.uint8)
+    path = write_video(root / "clip.mp4", np.ascontiguousarray(frames), fps=5)
+    (root / "weights").mkdir()
+    return path
+
+
+def test_extract_runs_the_backend_on_the_frames_ask_samples(video, tmp_path):
+    out = tmp_path / "geo"
+    result = run("geometry", "extract", "--backend", "vggt", "--weights", video.parent / "weights",
+                 "--num-frames", "4", video, out)
+    assert result.returncode == 0, result.stderr
+    assert "running vggt on 4 frames" in result.stderr and "writing vggt geometry" in result.stderr  # progress
+    indices = uniform_frame_indices(TOTAL, 4).tolist()  # what `ask --num-frames 4` samples
+    assert indices == [0, 3, 6, 9]
+    assert sorted(p.name for p in out.glob("frame_*")) == [f"frame_{i:05d}.safetensors" for i in indices]
+    info = json.loads((out / "geometry.json").read_text())
+    assert info["backend"] == "vggt" and info["metric_scale"] is False and info["frame_indices"] == indices
+    assert info["sampling"] == {"num_frames": 4, "total_frames": TOTAL}
+    for row, index in enumerate(indices):
+        frame = load_frame_geometry(out / f"frame_{index:05d}.safetensors")
+        # the fake's depth is 1 + the brightness of the image it got: the right frame went to the right row
+        assert float(frame.depth.mean()) == pytest.approx(1 + BRIGHTNESS[index] / 255, abs=0.02)
+        # camera centre x = 0.1·row in VGGT's world = the first camera's frame (row 0 at the origin)
+        np.testing.assert_allclose(frame.pose[:3, 3].numpy(), [0.1 * row, 0, 0], atol=1e-5)
+        assert frame.depth.shape == (336, 518)  # VGGT's own preprocessing: width 518, height 32·518/48 → ×14
+        assert frame.geometry_tokens.shape == (24 * 37, 24) and float(frame.camera_token[0]) == -1.0
+    source = PrecomputedGeometrySource(out)
+    assert source.metric_scale is False  # coordinate_normalization="metric" refuses it
+    points = read_frames(source, indices).points
+    assert float(points[..., 2].mean()) == pytest.approx(1 + BRIGHTNESS[0] / 255, abs=0.02)
+
+
+def test_missing_backend_package_says_how_to_install(video, tmp_path):
+    result = run("geometry", "extract", "--backend", "pi3", "--weights", video.parent / "weights", video, tmp_path / "g")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "needs the Python module 'pi3.models.pi3x'" in result.stderr
+    assert "pip install git+https://github.com/yyfz/Pi3" in result.stderr
+    result = run("geometry", "extract", "--backend", "nope", "--weights", video.parent / "weights", video, tmp_path / "g")
+    assert result.returncode == 2 and "unknown geometry backend 'nope'" in result.stderr and "vggt" in result.stderr
+
+
+def test_a_user_backend_in_a_few_lines(video, tmp_path):
+    """The worked example of docs/geometry.md: a backend registered from the user's own module."""
+    (tmp_path / "my_backend.py").write_text(
+        "import torch\n"
+        "from spatialvlm.geometry import FrameGeometry, make_intrinsics\n"
+        "from spatialvlm.geometry.backends import BackendGeometry, register_backend\n\n"
+        "@register_backend('flat')\n"
+        "class FlatBackend:\n"
+        "    name, install_hint = 'flat', 'nothing to install'\n"
+        "    def load(self, weights, device):\n"
+        "        self.distance = float(open(weights).read())\n"
+        "    def reconstruct(self, frames):\n"
+        "        t, h, w, _ = frames.shape\n"
+        "        geometry = FrameGeometry(depth=torch.full((t, h, w), self.distance), pose=torch.eye(4).repeat(t, 1, 1),\n"
+        "                                 intrinsics=make_intrinsics(40.0, 40.0, w / 2, h / 2).repeat(t, 1, 1))\n"
+        "        return BackendGeometry(geometry, 'flat', metric_scale=True, units='metres')\n"
+    )
+    (tmp_path / "distance.txt").write_text("2.5")
+    result = run("geometry", "extract", "--backend-module", "my_backend", "--backend", "flat",
+                 "--weights", tmp_path / "distance.txt", "--num-frames", "3", video, tmp_path / "g",
+                 pythonpath=(tmp_path,))
+    assert result.returncode == 0, result.stderr
+    assert "metric (metres)" in result.stdout
+    frames = read_frames(PrecomputedGeometrySource(tmp_path / "g"), [0, 4, 9])
+    assert torch.allclose(frames.points[..., 2], torch.tensor(2.5))  # unprojected from the backend's depth
+
+
+def test_convert_matches_rows_to_sampled_frames_and_names_missing_ones(video, tmp_path):
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(1, 2, size=(3, 4, 6)).astype(np.float32)
+    extrinsics = np.tile(np.eye(4)[:3], (3, 1, 1)).astype(np.float32)
+    intrinsics = np.tile(np.array([[5.0, 0, 3], [0, 5, 2], [0, 0, 1]], np.float32), (3, 1, 1))
+    np.savez_compressed(tmp_path / "results.npz", depth=depth, conf=np.ones_like(depth), extrinsics=extrinsics, intrinsics=intrinsics)
+    ok = run("geometry", "convert", "--format", "depth_anything3", "--metric", tmp_path / "results.npz", tmp_path / "g",
+             "--video", video, "--num-frames", "3")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "g" / "geometry.json").read_text())["frame_indices"] == [0, 4, 9]
+    assert PrecomputedGeometrySource(tmp_path / "g").metric_scale is True
+    short = run("geometry", "convert", "--format", "depth_anything3", tmp_path / "results.npz", tmp_path / "h",
+                "--video", video, "--num-frames", "5")
+    assert short.returncode == 2
+    assert "holds 3 frames but 5 were asked for" in short.stderr and "frames [6, 9] would have no geometry" in short.stderr
+
+
+def test_ask_extracts_on_the_fly_caches_beside_the_video_and_draws_it(video, tmp_path):
+    from spatialvlm.models import VLM2ForConditionalGeneration, build_tiny_processor, tiny_vlm2_config
+
+    torch.manual_seed(0)
+    config = tiny_vlm2_config(geometry_dim=24, view_dim=24, use_dual_memory=True, memory_L_w=2, memory_L_e=3)
+    VLM2ForConditionalGeneration(config).save_pretrained(tmp_path / "model")
+    build_tiny_processor(config).save_pretrained(tmp_path / "model")
+    log = tmp_path / "loads.txt"
+    args = ("ask", "--video", video, "--geometry-backend", "vggt", "--geometry-weights", video.parent / "weights",
+            "--model", tmp_path / "model", "--num-frames", "4", "--max-new-tokens", "2", "--no-progress")
+    first = run(*args, "--viz", tmp_path / "memory.png", "How far is the wall?", env={"FAKE_VGGT_LOG": str(log)})
+    assert first.returncode == 0, first.stderr
+    cache = video.parent / "clip.mp4.geometry" / "vggt_4"
+    assert json.loads((cache / "geometry.json").read_text())["frame_indices"] == [0, 3, 6, 9]
+    assert (tmp_path / "memory_geometry.png").stat().st_size > 1000  # --viz also draws the geometry
+    second = run(*args, "How far is the wall?", env={"FAKE_VGGT_LOG": str(log)})
+    assert second.returncode == 0, second.stderr
+    assert "reusing" in second.stderr
+    assert log.read_text().count("load") == 1  # the model ran once; the second answer used the cache
+    both = run(*args, "--geometry", cache, "q")
+    assert both.returncode == 2 and "--geometry-backend" in both.stderr
+
+
+def test_viz_geometry_draws_top_and_side_views(video, tmp_path):
+    run("geometry", "extract", "--backend", "vggt", "--weights", video.parent / "weights", "--num-frames", "3",
+        video, tmp_path / "geo")
+    result = run("viz", "geometry", tmp_path / "geo", "--out", tmp_path / "geo.png")
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    with Image.open(tmp_path / "geo.png") as image:
+        assert image.width > 2 * image.height * 0.8  # two panels side by side
+    assert "3 frames" in result.stdout and "relative scale" in result.stdout
+    missing = run("viz", "geometry", tmp_path / "nothing", "--out", tmp_path / "x.png")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
