@@ -17,6 +17,7 @@ the best of interleaved rounds, which is what survives a shared machine's noise.
 
     python benchmarks/bench_selection.py            # K ∈ {512, 768, 1024}, SigLIP twice
     python benchmarks/bench_selection.py --quick    # K = 768, SigLIP once, fewer repeats
+    python benchmarks/bench_selection.py --overhead-only   # the interleaved overhead estimate alone
 """
 
 from __future__ import annotations
@@ -89,15 +90,49 @@ def full_merge(tokens: torch.Tensor, scores: torch.Tensor, budget: int):
     return group_reduce(tokens, grid_coords(GRID), group_id.gather(1, targets), groups, 5)
 
 
+def interleaved_overhead(rounds: int) -> None:
+    """Selector share of the SigLIP pass with both timed in the same rounds, one after the other.
+
+    The 672 px pass is estimated as 27 × one so400m encoder layer on 2,304 tokens (the embeddings
+    and the post-layernorm are < 0.5 % of it), which keeps every round short enough that the
+    machine's load is the same for both sides of the ratio; best of ``rounds``.
+    """
+    vision = SiglipVisionModel(so400m_vision_config()).eval()
+    layer = vision.encoder.layers[0]
+    projector = nn.Sequential(nn.Linear(1152, 4096), nn.GELU(), nn.Linear(4096, 4096)).eval()
+    selector = ShirgXSelector(ShirgXConfig()).eval()
+    hi_tokens = torch.randn(1, PATCHES, 1152)
+    question = torch.randn(1, 12, 4096)
+    with torch.inference_mode():
+        projected = projector(hi_tokens)
+        functions = {"layer": lambda: layer(hi_tokens, None), "project": lambda: projector(hi_tokens)}
+        for budget in (512, 768, 1024):
+            functions[f"select {budget}"] = (
+                lambda budget=budget: selector(hi_tokens, question, budget, projector=lambda _: projected)
+            )
+        best = best_seconds(functions, rounds)
+    siglip = 27 * best["layer"]
+    print(f"interleaved estimate, best of {rounds} rounds: SigLIP 672 px ≈ 27 × {1e3 * best['layer']:.0f} ms = {siglip:.2f} s")
+    print(f"  projection of all 2,304 patches (1152 → 4096 → 4096): {1e3 * best['project']:.0f} ms = {best['project'] / siglip:.2%}")
+    for budget in (512, 768, 1024):
+        seconds = best[f"select {budget}"]
+        print(f"  selection with exact relevance, K={budget}: {1e3 * seconds:.1f} ms = {seconds / siglip:.3%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one SigLIP forward, K = 768 only, fewer repeats")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the interleaved overhead estimate (robust on a loaded machine), then stop")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from threads import configure_threads
 
     configure_threads()  # OMP_NUM_THREADS, default 2
     torch.manual_seed(0)
+    if args.overhead_only:
+        interleaved_overhead(5)
+        return
     repeats = 3 if args.quick else 7
     budgets = (768,) if args.quick else (512, 768, 1024)
 

@@ -4,7 +4,6 @@ checked against the reference LLaVA-Video forward of ``llava_next_fixtures`` (or
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

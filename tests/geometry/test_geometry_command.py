@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from spatialvlm.cli import main
 from spatialvlm.data.video import uniform_frame_indices, write_video
-from spatialvlm.geometry import load_frame_geometry, read_frames, PrecomputedGeometrySource
+from spatialvlm.geometry import PrecomputedGeometrySource, load_frame_geometry, read_frames
 
 FAKES = Path(__file__).parent / "fake_packages"
 SPATIALVLM = str(Path(sys.executable).parent / "spatialvlm")
@@ -32,6 +33,16 @@ def run(*args, pythonpath=(FAKES,), env=None):
     environment.pop("SPATIALVLM_DEBUG", None)
     environment.update(env or {})
     return subprocess.run([SPATIALVLM, *map(str, args)], capture_output=True, text=True, env=environment, timeout=600)
+
+
+def main_error(argv, capsys) -> str:
+    """``spatialvlm ...`` run in-process: its one error line (exit 2, no traceback)."""
+    code = main([str(token) for token in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and ": warning:" not in line]
+    assert len(lines) == 1 and lines[0].startswith("spatialvlm "), err
+    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -61,21 +72,31 @@ def test_extract_runs_the_backend_on_the_frames_ask_samples(video, tmp_path):
         assert float(frame.depth.mean()) == pytest.approx(1 + BRIGHTNESS[index] / 255, abs=0.02)
         # camera centre x = 0.1·row in VGGT's world = the first camera's frame (row 0 at the origin)
         np.testing.assert_allclose(frame.pose[:3, 3].numpy(), [0.1 * row, 0, 0], atol=1e-5)
-        assert frame.depth.shape == (336, 518)  # VGGT's own preprocessing: width 518, height 32·518/48 → ×14
-        assert frame.geometry_tokens.shape == (24 * 37, 24) and float(frame.camera_token[0]) == -1.0
+        assert frame.depth.shape == (350, 518)  # VGGT's preprocessing: width 518, height round(32·518/48 / 14)·14
+        assert frame.geometry_tokens.shape == (25 * 37, 24) and float(frame.camera_token[0]) == -1.0
     source = PrecomputedGeometrySource(out)
     assert source.metric_scale is False  # coordinate_normalization="metric" refuses it
     points = read_frames(source, indices).points
-    assert float(points[..., 2].mean()) == pytest.approx(1 + BRIGHTNESS[0] / 255, abs=0.02)
+    assert float(points[0, ..., 2].mean()) == pytest.approx(1 + BRIGHTNESS[0] / 255, abs=0.02)  # z = depth: no rotation
+
+    # item 5: the picture of what the model will get
+    drawn = run("viz", "geometry", out, "--out", tmp_path / "geo.png")
+    assert drawn.returncode == 0, drawn.stderr
+    assert "4 frames" in drawn.stdout and "relative scale" in drawn.stdout
+    from PIL import Image
+
+    with Image.open(tmp_path / "geo.png") as image:
+        assert image.width > 1.6 * image.height  # top and side views side by side
 
 
-def test_missing_backend_package_says_how_to_install(video, tmp_path):
-    result = run("geometry", "extract", "--backend", "pi3", "--weights", video.parent / "weights", video, tmp_path / "g")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "needs the Python module 'pi3.models.pi3x'" in result.stderr
-    assert "pip install git+https://github.com/yyfz/Pi3" in result.stderr
-    result = run("geometry", "extract", "--backend", "nope", "--weights", video.parent / "weights", video, tmp_path / "g")
-    assert result.returncode == 2 and "unknown geometry backend 'nope'" in result.stderr and "vggt" in result.stderr
+def test_missing_backend_package_says_how_to_install(video, capsys):
+    weights = video.parent / "weights"
+    line = main_error(["geometry", "extract", "--backend", "pi3", "--weights", weights, "--num-frames", "4", video, "g"], capsys)
+    assert "needs the Python module 'pi3.models.pi3x'" in line and "pip install git+https://github.com/yyfz/Pi3" in line
+    line = main_error(["geometry", "extract", "--backend", "nope", "--weights", weights, video, "g"], capsys)
+    assert "unknown geometry backend 'nope'" in line and "vggt" in line
+    line = main_error(["geometry", "extract", "--backend", "vggt", "--option", "points_from", "--weights", weights, video, "g"], capsys)
+    assert "--option must be KEY=VALUE" in line
 
 
 def test_a_user_backend_in_a_few_lines(video, tmp_path):
@@ -116,10 +137,17 @@ def test_convert_matches_rows_to_sampled_frames_and_names_missing_ones(video, tm
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "g" / "geometry.json").read_text())["frame_indices"] == [0, 4, 9]
     assert PrecomputedGeometrySource(tmp_path / "g").metric_scale is True
-    short = run("geometry", "convert", "--format", "depth_anything3", tmp_path / "results.npz", tmp_path / "h",
-                "--video", video, "--num-frames", "5")
-    assert short.returncode == 2
-    assert "holds 3 frames but 5 were asked for" in short.stderr and "frames [6, 9] would have no geometry" in short.stderr
+
+
+def test_convert_with_fewer_rows_names_the_frames_left_without_geometry(video, tmp_path, capsys):
+    depth = np.ones((3, 4, 6), np.float32)
+    np.savez_compressed(tmp_path / "results.npz", depth=depth)
+    line = main_error(["geometry", "convert", "--format", "depth_anything3", tmp_path / "results.npz", tmp_path / "h",
+                       "--video", video, "--num-frames", "5"], capsys)
+    assert "holds 3 frames but 5 were asked for" in line and "frames [6, 9] would have no geometry" in line
+    line = main_error(["geometry", "convert", "--format", "vggt", "--metric", tmp_path / "results.npz", tmp_path / "h",
+                       "--frame-indices", "0,1,2"], capsys)
+    assert "--metric applies to --format depth_anything3 only" in line
 
 
 def test_ask_extracts_on_the_fly_caches_beside_the_video_and_draws_it(video, tmp_path):
@@ -141,19 +169,20 @@ def test_ask_extracts_on_the_fly_caches_beside_the_video_and_draws_it(video, tmp
     assert second.returncode == 0, second.stderr
     assert "reusing" in second.stderr
     assert log.read_text().count("load") == 1  # the model ran once; the second answer used the cache
-    both = run(*args, "--geometry", cache, "q")
-    assert both.returncode == 2 and "--geometry-backend" in both.stderr
+    assert second.stdout == first.stdout  # same geometry, same greedy answer
 
 
-def test_viz_geometry_draws_top_and_side_views(video, tmp_path):
-    run("geometry", "extract", "--backend", "vggt", "--weights", video.parent / "weights", "--num-frames", "3",
-        video, tmp_path / "geo")
-    result = run("viz", "geometry", tmp_path / "geo", "--out", tmp_path / "geo.png")
-    assert result.returncode == 0, result.stderr
-    from PIL import Image
+def test_ask_geometry_backend_flag_errors(video, tmp_path, capsys):
+    from spatialvlm.models import VLM2ForConditionalGeneration, build_tiny_processor, tiny_vlm2_config
 
-    with Image.open(tmp_path / "geo.png") as image:
-        assert image.width > 2 * image.height * 0.8  # two panels side by side
-    assert "3 frames" in result.stdout and "relative scale" in result.stdout
-    missing = run("viz", "geometry", tmp_path / "nothing", "--out", tmp_path / "x.png")
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    config = tiny_vlm2_config()
+    VLM2ForConditionalGeneration(config).save_pretrained(tmp_path / "model")
+    build_tiny_processor(config).save_pretrained(tmp_path / "model")
+    capsys.readouterr()  # the shard-writing bar
+    base = ["ask", "--video", video, "--model", tmp_path / "model", "--num-frames", "4", "q"]
+    weights = ["--geometry-weights", video.parent / "weights"]
+    assert "--geometry-backend makes the geometry; drop --geometry" in main_error(
+        [*base, "--geometry-backend", "vggt", *weights, "--geometry", tmp_path], capsys)
+    assert "give both" in main_error([*base, "--geometry-backend", "vggt"], capsys)
+    assert "--geometry-backend only applies to --video" in main_error(
+        ["ask", "--image", video, "--model", tmp_path / "model", "--geometry-backend", "vggt", "q"], capsys)

@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="--video: per-frame geometry folder (frame_00000.safetensors ..., or ScanNet-style depth/ pose/), or a VLM-3R .pt feature file",
     )
     parser.add_argument(
+        "--geometry-backend", metavar="NAME",
+        help="--video: make the geometry with this installed 3D model (vggt, pi3, cut3r, depth_anything3, mapanything), "
+        "cached beside the video (spatialvlm geometry extract)",
+    )
+    parser.add_argument("--geometry-weights", type=Path, help="--geometry-backend: the 3D model's local weights")
+    parser.add_argument(
         "--no-fusion", action="store_true",
         help="--video: answer without geometry on a checkpoint that runs the fusion block, by skipping the "
         "block (answers then differ from the trained model's)",
@@ -98,6 +104,7 @@ def _check_flags_match_input(args: argparse.Namespace) -> None:
     else:
         used = [name for name, on in (
             ("--geometry", args.geometry is not None), ("--no-fusion", args.no_fusion),
+            ("--geometry-backend", args.geometry_backend is not None),
             ("--all-frames", args.all_frames), ("--allow-fewer-frames", args.allow_fewer_frames),
         ) if on]
         kind, other = "--video", "--image"
@@ -154,6 +161,10 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
         raise ValueError(f"video {args.video} is a folder, not a video file")
     if not args.video.is_file():
         raise FileNotFoundError(f"video {args.video} does not exist")
+    if args.geometry_backend is not None or args.geometry_weights is not None:
+        from .geometry import geometry_from_backend
+
+        args.geometry = geometry_from_backend(args)  # extracted now, or the cache beside the video
     if args.geometry is not None and not (args.geometry.is_dir() or (args.geometry.suffix == ".pt" and args.geometry.is_file())):
         raise FileNotFoundError(f"geometry folder (or VLM-3R .pt feature file) {args.geometry} does not exist")
     # Every VLM² config stores use_spatial_fusion; a plain LLaVA-OneVision one gets VLM2Config's True.
@@ -201,6 +212,10 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
     if args.viz:
         plot_memory_trace(result.memory_trace, args.viz, title=f"VLM² dual memory: {args.video.name}")
         print(f"memory picture saved to {args.viz}", file=sys.stderr)
+        if args.geometry is not None and args.geometry.is_dir():
+            from .geometry import draw_geometry_beside
+
+            draw_geometry_beside(args.geometry, args.viz)
     return 0
 
 

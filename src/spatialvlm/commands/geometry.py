@@ -147,6 +147,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     from .inputs import check_device
 
     check_device(args.device)
+    from ..geometry.backends import get_backend
+
+    for module in args.backend_module:  # user backends register on import
+        importlib.import_module(module)
+    get_backend(args.backend, **_parse_options(args.option))  # an unknown name or option fails before decoding
     clip = sample_frames(args.video, args.num_frames, args.all_frames, args.allow_fewer_frames)
     backend = load_backend(args.backend, args.weights, args.device, args.backend_module, _parse_options(args.option))
     extra = {**_sampling_info(clip, args.video, args.all_frames, args.num_frames), "weights": str(args.weights.resolve())}
@@ -232,3 +237,32 @@ def cached_geometry(
     staging.rename(folder)
     print(f"geometry: {backend} geometry of {len(clip)} frames cached in {folder}", file=sys.stderr)
     return folder
+
+
+def geometry_from_backend(args: argparse.Namespace) -> Path:
+    """``ask --geometry-backend NAME --geometry-weights PATH``: the geometry folder to answer with."""
+    if args.geometry_backend is None or args.geometry_weights is None:
+        raise ValueError("--geometry-backend and --geometry-weights go together; give both")
+    if args.geometry is not None:
+        raise ValueError("--geometry-backend makes the geometry; drop --geometry (or --geometry-backend to use that folder)")
+    if args.no_fusion:
+        raise ValueError("--no-fusion answers without geometry; drop --geometry-backend")
+    return cached_geometry(
+        args.video, args.geometry_backend, args.geometry_weights,
+        num_frames=None if args.all_frames else args.num_frames, allow_fewer_frames=args.allow_fewer_frames,
+        device=args.device, progress=not args.no_progress,
+    )
+
+
+def draw_geometry_beside(directory: Path, viz: Path) -> Path:
+    """``ask --viz memory.png``: also draw the geometry the model got, as ``memory_geometry.png``."""
+    from ..diagnostics.geometry_plot import plot_geometry
+
+    out = viz.with_name(f"{viz.stem}_geometry{viz.suffix or '.png'}")
+    try:
+        plot_geometry(directory, out)
+    except (ValueError, FileNotFoundError) as error:  # e.g. token-only geometry: the answer still stands
+        print(f"spatialvlm ask: warning: no geometry picture ({error})", file=sys.stderr)
+        return out
+    print(f"geometry picture saved to {out}", file=sys.stderr)
+    return out

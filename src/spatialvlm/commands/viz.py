@@ -3,6 +3,7 @@
     spatialvlm viz memory --trace demo_out/memory_trace.json --out memory.png
     spatialvlm viz memory --synthetic --out memory.png
     spatialvlm viz selection photo.jpg --out heat.png [--budget 512] [--siglip DIR]
+    spatialvlm viz geometry scene_geo/ --out geometry.png
 
 To add a picture, write ``_register_<name>(subcommands)`` that adds its parser and sets ``run``,
 and call it from :func:`register`.
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     subcommands = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     _register_memory(subcommands)
     _register_selection(subcommands)
+    _register_geometry(subcommands)
 
 
 # -- viz memory ------------------------------------------------------------------------------------
@@ -99,4 +101,33 @@ def _run_selection(args: argparse.Namespace) -> int:
     output = render_selection(args.image, args.out, budget=args.budget, siglip_path=args.siglip, layer=args.layer)
     kept = int((~output.is_scaffold[0]).sum())
     print(f"wrote {args.out} (K = {output.budget}: {kept} kept tokens + {int(output.is_scaffold[0].sum())} scaffold)")
+    return 0
+
+
+# -- viz geometry ----------------------------------------------------------------------------------
+def _register_geometry(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "geometry",
+        help="point cloud (top and side views) with the camera path and frame numbers",
+        description=(
+            "Draw a geometry folder (frame_XXXXX.safetensors, e.g. from `spatialvlm geometry extract`): the "
+            "point cloud from above and from the side, coloured by frame, with the camera path and each "
+            "camera's video frame number, so you see what the model will get."
+        ),
+    )
+    parser.add_argument("directory", help="geometry folder")
+    parser.add_argument("--out", default="geometry.png", help="PNG to write; default geometry.png")
+    parser.add_argument("--max-points", type=int, default=30_000, help="points drawn at most; default 30000")
+    parser.add_argument("--confidence", type=float, help="drop points below this confidence")
+    parser.set_defaults(run=_run_geometry)
+
+
+def _run_geometry(args: argparse.Namespace) -> int:
+    from spatialvlm.diagnostics.geometry_plot import plot_geometry
+
+    if args.max_points < 1:
+        raise ValueError(f"--max-points must be >= 1, got {args.max_points}")
+    picture = plot_geometry(args.directory, args.out, max_points=args.max_points, confidence_threshold=args.confidence)
+    scale = "metres" if picture.metric_scale else f"relative scale ({picture.units})"
+    print(f"wrote {picture.path} ({len(picture.frame_indices)} frames, {picture.num_points} points, {scale})")
     return 0

@@ -23,6 +23,7 @@ __all__ = [
     "ShardWriter",
     "parse_dtype",
     "format_count",
+    "check_against_model",
     "DTYPES",
 ]
 

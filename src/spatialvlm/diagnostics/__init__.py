@@ -1,5 +1,6 @@
 """Diagnostics: statistics, pictures and timings of what the modules do."""
 
+from .geometry_plot import GeometryPicture, plot_geometry
 from .memory_plot import plot_memory_trace
 from .memory_stats import (
     MemoryTrace,
@@ -14,6 +15,8 @@ from .memory_synthetic import SyntheticStream, run_synthetic_memory_stream, synt
 from .profiling import StageTimer, maybe_stage
 
 __all__ = [
+    "GeometryPicture",
+    "plot_geometry",
     "MemoryTrace",
     "MemoryTraceRecorder",
     "StageTimer",

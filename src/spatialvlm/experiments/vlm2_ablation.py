@@ -850,7 +850,8 @@ def plot_training_curves(results: Sequence[VariantResult], path: str | Path, bas
 # ``--quick``: the reduced run that fits the shared 2-core CPU (docs/experiments.md); still three
 # seeds and the held-out split, fewer rows and steps.
 QUICK: dict[str, Any] = dict(
-    variants=QUICK_VARIANTS, seeds=(0, 1, 2), train_scenes=100, test_scenes=16, max_steps=40, batch_size=4,
+    variants=QUICK_VARIANTS, seeds=(0, 1, 2), train_scenes=100, test_scenes=12, max_steps=40, batch_size=4,
+    learning_rate=5e-4,
     num_frames=32, image_size=112,
 )
 

@@ -93,22 +93,30 @@ def neighbour_crowding(relevance: torch.Tensor, grid: tuple[int, int], sigma: fl
     Returns:
         (B, N).
     """
-    rows, cols = grid
-    batch = relevance.shape[0]
-    kernel = _gaussian_kernel(sigma, relevance.device, relevance.dtype)
-    pad = kernel.numel() // 2
+    return NeighbourKernel(grid, sigma, relevance.device, relevance.dtype)(relevance)
 
-    def blur(image: torch.Tensor) -> torch.Tensor:
+
+class NeighbourKernel:
+    """The Gaussian neighbourhood mean of ``neighbour_crowding``, with the kernel and the per-patch
+    normaliser computed once (greedy spreading applies it every round)."""
+
+    def __init__(self, grid: tuple[int, int], sigma: float, device: torch.device, dtype: torch.dtype) -> None:
+        self.grid = grid
+        self.kernel = _gaussian_kernel(sigma, device, dtype)
+        self.pad = self.kernel.numel() // 2
+        # k(0) = 1 is each patch's own weight: removing it leaves the sum over j ≠ i.
+        self.weight = self._blur(torch.ones(1, grid[0] * grid[1], device=device, dtype=dtype)) - 1.0
+
+    def _blur(self, values: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.grid
         # The 2-D Gaussian is separable: two 1-D passes; zero padding keeps sums inside the image.
-        image = F.conv2d(image, kernel.view(1, 1, 1, -1), padding=(0, pad))
-        return F.conv2d(image, kernel.view(1, 1, -1, 1), padding=(pad, 0))
+        image = values.view(-1, 1, rows, cols)
+        image = F.conv2d(image, self.kernel.view(1, 1, 1, -1), padding=(0, self.pad))
+        return F.conv2d(image, self.kernel.view(1, 1, -1, 1), padding=(self.pad, 0)).flatten(1)
 
-    stacked = torch.cat([relevance.view(batch, 1, rows, cols), relevance.new_ones(1, 1, rows, cols)])
-    blurred = blur(stacked).flatten(1)
-    # k(0) = 1 is each patch's own weight: removing it leaves the sum over j ≠ i.
-    weighted_sum = blurred[:batch] - relevance
-    weight = blurred[batch:] - 1.0
-    return weighted_sum / weight
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, N) → (B, N) neighbourhood means over the other patches."""
+        return (self._blur(values) - values) / self.weight
 
 
 def centre_distance(coords: torch.Tensor) -> torch.Tensor:

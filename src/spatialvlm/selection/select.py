@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .scoring import neighbour_crowding
+from .scoring import NeighbourKernel
 
 
 def _group_mean(values: torch.Tensor, targets: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
@@ -59,12 +59,13 @@ def select_top_groups(
         if grid is None:
             raise ValueError("select_top_groups needs the grid to spread (spread_weight > 0)")
         kept = torch.zeros(batch, num_patches, dtype=torch.bool, device=scores.device)
+        crowding = NeighbourKernel(grid, sigma, scores.device, scores.dtype)
         for step in range(rounds):
             count = budget * (step + 1) // rounds - budget * step // rounds
             if count == 0:
                 continue
             kept_patches = kept.gather(1, targets).to(scores.dtype)
-            proximity = _group_mean(neighbour_crowding(kept_patches, grid, sigma), targets, sizes)
+            proximity = _group_mean(crowding(kept_patches), targets, sizes)
             current = (group_scores - spread_weight * proximity).masked_fill(kept, float("-inf"))
             kept.scatter_(1, current.topk(count, dim=1, sorted=False).indices, True)
         chosen = kept
