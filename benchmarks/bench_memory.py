@@ -13,13 +13,14 @@ Measures, side by side in one run (fp32, 2 threads, real dims D = 1152, working 
    "after" the library, same weights, same inputs, same process:
    a. a step with one stored entry per memory against a full step (inference), B = 2, N = 64,
       D = 256 and real dims B = 1, N = 729, D = 1152, memories (8, 32);
-   b. saved-for-backward of a 32-frame clip, counted as unique storages (every tensor autograd
+5. issue 14, training, before / after (``--only 5``):
+   a. saved-for-backward of a 32-frame clip, counted as unique storages (every tensor autograd
       saves, deduplicated by storage), default settings, plus ``checkpoint_frames=True``;
-   c. one training step (forward + backward) over the 32 frames, seconds.
+   b. one training step (forward + backward) over the 32 frames, CPU seconds.
 
     python benchmarks/bench_memory.py            # full run, several minutes
     python benchmarks/bench_memory.py --quick    # fewer repeats, 1,000-frame stream, smaller clip
-    python benchmarks/bench_memory.py --only 4   # the issue-14 before/after only
+    python benchmarks/bench_memory.py --only 4   # one issue-14 section (4 or 5)
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def saved_storage_bytes(memory, frames) -> int:
 
 
 def bench_training(frames_count: int, tokens: int, repeats: int) -> None:
-    print(f"\n## 4b/4c. Training a {frames_count}-frame clip, before / after (B = 1, N = {tokens}, D = {DIM}, "
+    print(f"\n## 5. Training a {frames_count}-frame clip, before / after (B = 1, N = {tokens}, D = {DIM}, "
           f"memories ({WORKING}, {EPISODIC}), dropout 0.1, fp32)\n")
     before, after = _twins(DIM)
     _, checkpointed = _twins(DIM, checkpoint_frames=True)
@@ -298,10 +299,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a 1,000-frame stream")
     parser.add_argument("--skip-siglip", action="store_true", help="skip section 2 (needs transformers)")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one section")
-    parser.add_argument("--train-frames", type=int, default=32, help="section 4b/4c clip length (32)")
-    parser.add_argument("--train-tokens", type=int, default=196,
-                        help="section 4b/4c tokens per frame (196; 729 needs ~10 GiB for 'before')")
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5), help="run one section")
+    parser.add_argument("--train-frames", type=int, default=32, help="section 5 clip length (32)")
+    parser.add_argument("--train-tokens", type=int, default=64,
+                        help="section 5 tokens per frame (64; 'before' at 196 holds ~13 GiB, mostly the "
+                        "attention probabilities and dropout masks of its masked reads)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from threads import configure_threads
@@ -319,7 +321,7 @@ def main() -> None:
             bench_long_stream(1000 if args.quick else 5000)
         if run(4):
             bench_fill_cost(repeats)
-    if run(4):
+    if run(5):
         bench_training(8 if args.quick else args.train_frames, 64 if args.quick else args.train_tokens, 1 if args.quick else 3)
 
 

@@ -185,3 +185,20 @@ def test_scores_chart_has_chance_and_most_frequent_reference_lines(tmp_path):
     red = (np.abs(pixels - [214, 39, 40]).sum(1) < 30).sum()  # the most-frequent line's colour
     grey = (np.abs(pixels - [127, 127, 127]).sum(1) < 10).sum()  # the chance line's colour
     assert red > 50 and grey > 50
+
+
+def test_a_training_output_is_fingerprinted_with_its_base_weights(tmp_path):
+    from spatialvlm.eval.bundle import directory_content_hash, model_record
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"base weights")
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "trained_parameters.safetensors").write_bytes(b"adapters")
+    (trained / "spatialvlm_training.json").write_text(json.dumps({"task": "vlm2", "base_model": str(base)}))
+    record = model_record(trained)
+    assert record["base_model"] == {"path": str(base), "content_sha256": directory_content_hash(base)}
+    (base / "model.safetensors").write_bytes(b"other weights")
+    assert model_record(trained)["base_model"]["content_sha256"] != record["base_model"]["content_sha256"]
+    assert model_record(trained)["content_sha256"] == record["content_sha256"]

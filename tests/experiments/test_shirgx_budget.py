@@ -57,9 +57,9 @@ def test_tiny_run_writes_results_with_static_token_counts(tmp_path):
     assert set(result.adaptive["budgets"]) <= set(config.train_budgets)
     assert len(result.adaptive["budgets"]) == len(result.adaptive["complexity"]) == 2  # 2 questions
     # Pooling to 656 cells: every cell averages at most 2×2 patches, so all of them are fine tokens.
-    assert result.spread["pool"]["512"] == {"cells_covered": 144, "region_coverage": 100}
+    assert {k: result.spread["pool"]["512"][k] for k in ("cells_covered", "region_coverage")} == {"cells_covered": 144, "region_coverage": 100}
     assert "0" not in result.spread["pool"]  # the scaffold is not a kept fine token
-    assert result.spread["pool"]["2304"] == {"cells_covered": 144, "region_coverage": 100}
+    assert result.spread["pool"]["2304"] == {"cells_covered": 144, "region_coverage": 100, "region_full_res": 100}
     assert result.train_losses["shirgx"][0] > 0
     stored = json.loads((tmp_path / "results.json").read_text())
     assert stored["token_counts"]["pool"] == result.token_counts["pool"]

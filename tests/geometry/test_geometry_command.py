@@ -179,6 +179,8 @@ def test_ask_extracts_on_the_fly_caches_beside_the_video_and_draws_it(video, tmp
                             device="cpu", progress=False)
     assert other.name == "vggt_3" and log.read_text().count("load") == 2  # other frames: extracted anew
     assert json.loads((other / "geometry.json").read_text())["frame_indices"] == [0, 4, 9]
+    for module in [m for m in sys.modules if m.split(".")[0] == "vggt"]:
+        del sys.modules[module]  # no fake left behind for other tests
 
 
 def test_ask_geometry_backend_flag_errors(video, tmp_path, capsys):

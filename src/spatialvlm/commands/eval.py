@@ -110,6 +110,8 @@ def _predictor_identity(args: argparse.Namespace) -> tuple[dict, dict | None, di
     if args.model:
         model = model_record(args.model)
         identity = {"kind": "model", "content_sha256": model["content_sha256"], "converter": model["converter"]}
+        if "base_model" in model:  # a training output: its base weights count too
+            identity["base_content_sha256"] = model["base_model"]["content_sha256"]
         if args.coordinate_normalization:  # overrides the checkpoint's: other tokens, other answers
             identity["coordinate_normalization"] = args.coordinate_normalization
         geometry = str(Path(args.geometry_root or args.data).resolve())

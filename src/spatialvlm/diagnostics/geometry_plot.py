@@ -73,7 +73,7 @@ def plot_geometry(
     if frames.points is None and frames.pose is None:
         raise ValueError(f"{directory} has neither points nor poses (token-only geometry): nothing to draw")
 
-    fig, (top, side) = plt.subplots(1, 2, figsize=(12, 5.5))
+    fig, (top, side) = plt.subplots(1, 2, figsize=(13, 5.5), layout="constrained")
     drawn = 0
     if frames.points is not None:
         points = frames.points.numpy()
@@ -86,8 +86,13 @@ def plot_geometry(
         drawn = len(chosen)
         for axis, (a, b) in ((top, (0, 2)), (side, (2, 1))):
             vertical = chosen[:, b] if b != 1 else -chosen[:, 1]
-            axis.scatter(chosen[:, a], vertical, c=colour, cmap="viridis", s=1, alpha=0.5, linewidths=0,
-                         vmin=0, vmax=max(1, len(indices) - 1))
+            cloud = axis.scatter(chosen[:, a], vertical, c=colour, cmap="viridis", s=1, alpha=0.5, linewidths=0,
+                                 vmin=0, vmax=max(1, len(indices) - 1))
+        if drawn:  # which frame each point came from, labelled with video frame numbers
+            ticks = list(range(0, len(indices), max(1, len(indices) // 8)))
+            bar = fig.colorbar(cloud, ax=[top, side], ticks=ticks, fraction=0.025, pad=0.02)
+            bar.ax.set_yticklabels([str(indices[t]) for t in ticks])
+            bar.set_label("video frame of the points")
     if frames.pose is not None:
         poses = frames.pose.numpy()
         centres, forward = poses[:, :3, 3], poses[:, :3, 2]
@@ -112,7 +117,6 @@ def plot_geometry(
     backend = info.get("backend", "geometry")
     scale = "metres" if metric else f"relative scale: {units}"
     fig.suptitle(title or f"{backend}: {len(indices)} frames, world = camera of frame {indices[0]} ({scale})", fontsize=10)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

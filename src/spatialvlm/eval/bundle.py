@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 BUNDLE_FILE = "bundle.json"
+_TRAINING_MANIFEST = "spatialvlm_training.json"  # spatialvlm.train.checkpoint.MANIFEST_NAME
 _PACKAGES = ("spatialvlm", "torch", "transformers", "peft", "accelerate", "safetensors", "numpy", "av", "lmms_eval")
 
 
@@ -81,12 +82,22 @@ def model_record(directory: str | Path) -> dict[str, Any]:
         except json.JSONDecodeError as error:
             raise ValueError(f"{config_path} is not valid JSON: {error}") from error
         converter.update({key: value for key, value in config.items() if "convert" in key.lower()})
-    return {
+    record = {
         "path": str(directory.resolve()),
         "content_sha256": directory_content_hash(directory),
         "files": {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()},
         "converter": converter or None,
     }
+    manifest = directory / _TRAINING_MANIFEST
+    if manifest.is_file():
+        # A `spatialvlm train` output holds adapters and trained parts only; the weights it builds on
+        # live in the base directory it names, so that directory's bytes decide the answers too.
+        base = Path(json.loads(manifest.read_text()).get("base_model", ""))
+        record["base_model"] = {
+            "path": str(base),
+            "content_sha256": directory_content_hash(base) if base.is_dir() else None,
+        }
+    return record
 
 
 def _package_version(name: str) -> str | None:

@@ -52,9 +52,14 @@ __all__ = [
     "BUDGET_ROWS",
     "BudgetExperimentResult",
     "kv_cache_bytes",
+    "bootstrap_ci",
+    "quick_config",
+    "pretrain_vision_tower",
     "spatial_spread",
+    "full_resolution_coverage",
     "run_budget_experiment",
     "budget_results_markdown",
+    "seeds_summary_markdown",
     "plot_budget_results",
     "main",
 ]
@@ -113,6 +118,17 @@ class BudgetExperimentConfig:
         seed: data, initialisation, order and budget draws.
         threads: torch CPU threads.
         show_progress: tqdm bars.
+        pretrain_steps: optimiser steps pretraining the vision tower on the generator's exact
+            per-patch labels (``data.synthetic_images.patch_labels``: colour, glyph, frame) before any
+            row; 0 = off (the tower starts random and trains with each row).
+        pretrain_batch_size, pretrain_learning_rate: that pretraining's batch and AdamW rate.
+        freeze_vision: keep the (pretrained) vision tower fixed while rows train the projector, the
+            language model and the selector's own parts.
+        objective: "ar" (next-token cross-entropy, greedy decoding) or "diffusion" (the tiny LM
+            becomes a bidirectional masked-diffusion LM: LaViDa's complementary-masking loss of
+            ``train.tasks.shirgx`` and the masked-diffusion decoder).
+        diffusion_loss_weighting: "lavida" or "elbo" (``ShirgXTrainingConfig``).
+        bootstrap_samples: resamples of the questions for each accuracy's 95 % percentile CI.
     """
 
     out_dir: str = "shirgx_budget_out"
@@ -136,6 +152,27 @@ class BudgetExperimentConfig:
     seed: int = 0
     threads: int = 1
     show_progress: bool = True
+    pretrain_steps: int = 0
+    pretrain_batch_size: int = 4
+    pretrain_learning_rate: float = 3e-3
+    freeze_vision: bool = False
+    objective: str = "ar"
+    diffusion_loss_weighting: str = "lavida"
+    bootstrap_samples: int = 1000
+
+
+def quick_config(**overrides: Any) -> BudgetExperimentConfig:
+    """``--quick``: the detail families only (answers that 2×2 pooling erases), a pretrained frozen
+    tower, diffusion objective, SHIRG-X against LaViDa's pooling; sized for ≤ 15 min on 2 CPU cores."""
+    from ..data.synthetic_images import DETAIL_FAMILIES
+
+    values: dict[str, Any] = dict(
+        rows=("shirgx", "pool"), train_images=160, test_images=36, questions_per_image=1,
+        families=DETAIL_FAMILIES, epochs=2, pretrain_steps=100, freeze_vision=True, objective="diffusion",
+        learning_rate=3e-3, max_new_tokens=2,
+    )
+    values.update(overrides)
+    return BudgetExperimentConfig(**values)
 
 
 @dataclass
@@ -147,12 +184,19 @@ class BudgetExperimentResult:
         accuracy: row → budget (str) → official score in percent (mean over questions).
         family_accuracy: row → budget → question type → percent.
         adaptive: the adaptive head's evaluation: accuracy, mean K, per-image K and complexity.
-        spread: row → budget → {"cells_covered", "region_coverage"} means over test images.
+        spread: row → budget → {"cells_covered", "region_coverage", "region_full_res"} means over
+            test images (``spatial_spread``; ``full_resolution_coverage``).
         token_counts: row → budget → sorted distinct image-token counts seen (one value: static).
         seconds: row → {"train", "eval"} wall seconds; ``prefill_ms`` row → budget → mean ms of
             selection + projection + greedy decoding of one answer (the vision tower excluded).
         memory: budget → {"tokens", "tiny_kv_bytes", "lavida_kv_bytes"}.
         train_losses: row → mean answer loss of each epoch.
+        accuracy_ci: row → budget → [low, high] 95 % bootstrap CI of ``accuracy`` (percent).
+        scores: row → budget → per-question scores (0..1, test-file order; seeds pool these).
+        selector_ms: row → budget → mean ms of selection + projection alone (vision tower and
+            decoding excluded; ToMe: its tower pass, which is where it selects).
+        pretrain: the vision tower's pretraining: losses, and per-patch accuracy on the test images
+            (colour of coloured patches, glyph of one-character patches, frame recall).
     """
 
     config: dict[str, Any]
@@ -165,6 +209,23 @@ class BudgetExperimentResult:
     prefill_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)
     train_losses: dict[str, list[float]] = field(default_factory=dict)
+    accuracy_ci: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    selector_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    pretrain: dict[str, Any] = field(default_factory=dict)
+
+
+def bootstrap_ci(scores: Sequence[float], samples: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap CI (percent) of the mean of ``scores`` (0..1), resampling questions."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0:
+        return [math.nan, math.nan]
+    draws = np.random.default_rng(seed).integers(values.size, size=(samples, values.size))
+    means = values[draws].mean(1)
+    tail = (1 - level) / 2
+    return [100 * float(np.quantile(means, tail)), 100 * float(np.quantile(means, 1 - tail))]
 
 
 def kv_cache_bytes(tokens: int, layers: int, kv_heads: int, head_dim: int, bytes_per_value: int) -> int:
@@ -205,6 +266,113 @@ def spatial_spread(source_index, is_scaffold, grid: int, pool: int, region_masks
     return cells, hits / region_masks.sum(1).float()
 
 
+def pretrain_vision_tower(vlm, train_set, test_set, config: BudgetExperimentConfig) -> dict[str, Any]:
+    """Train ``vlm``'s SigLIP tower in place on exact per-patch labels, through three linear heads
+    (colour: none + palette; glyph: none + ``GLYPH_ALPHABET``; frame: no/yes) on the feature layer
+    the projector reads, then drop the heads. Cross-entropy per head, mean over labelled patches;
+    the frame head's positive class is weighted by the patch count (one framed patch per image).
+
+    Args:
+        vlm: the LLaVA-OneVision model (its ``model.vision_tower`` trains).
+        train_set, test_set: ``(pixels (I, 3, S, S), labels {"color", "glyph", "frame"}: (I, G·G))``.
+        config: ``pretrain_steps``, ``pretrain_batch_size``, ``pretrain_learning_rate``, ``seed``.
+
+    Returns:
+        ``{"losses": per-step loss, "test_accuracy": {"color", "glyph", "frame_recall"} percent}``.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+    from tqdm.auto import tqdm
+
+    from ..data.synthetic_images import GLYPH_ALPHABET, IGNORE_LABEL, PALETTE
+
+    tower = vlm.model.vision_tower
+    layer = vlm.config.vision_feature_layer
+    width = vlm.config.vision_config.hidden_size
+    torch.manual_seed(config.seed)
+    heads = nn.ModuleDict({
+        "color": nn.Linear(width, 1 + len(PALETTE)), "glyph": nn.Linear(width, 1 + len(GLYPH_ALPHABET)),
+        "frame": nn.Linear(width, 2),
+    })
+    patches = train_set[1]["color"].shape[1]
+    frame_weight = torch.tensor([1.0, float(patches) ** 0.5])
+
+    def features(pixels):
+        return tower(pixels, output_hidden_states=True).hidden_states[layer]
+
+    def losses(hidden, labels):
+        total = 0.0
+        for key, head in heads.items():
+            logits = head(hidden).flatten(0, 1)
+            target = labels[key].flatten()
+            if not (target != IGNORE_LABEL).any():
+                continue
+            weight = frame_weight if key == "frame" else None
+            total = total + nn.functional.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_LABEL)
+        return total
+
+    parameters = list(tower.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.pretrain_learning_rate)
+    steps = config.pretrain_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / steps))
+    rng = np.random.default_rng(config.seed)
+    pixels, labels = train_set
+    history = []
+    tower.train()
+    bar = tqdm(range(steps), desc="pretrain vision tower", unit="step", disable=not config.show_progress, leave=False)
+    for _ in bar:
+        chosen = torch.from_numpy(rng.choice(len(pixels), size=min(config.pretrain_batch_size, len(pixels)), replace=False))
+        loss = losses(features(pixels[chosen]), {key: value[chosen] for key, value in labels.items()})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        history.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{history[-1]:.3f}")
+    tower.eval()
+    hits = {"color": [0, 0], "glyph": [0, 0], "frame_recall": [0, 0]}
+    with torch.no_grad():
+        test_pixels, test_labels = test_set
+        for start in range(0, len(test_pixels), 8):
+            hidden = features(test_pixels[start : start + 8])
+            for key, name in (("color", "color"), ("glyph", "glyph"), ("frame", "frame_recall")):
+                target = test_labels[key][start : start + 8]
+                predicted = heads[key](hidden).argmax(-1)
+                scored = target > 0  # the patches that hold a colour / character / the frame
+                hits[name][0] += int((predicted[scored] == target[scored]).sum())
+                hits[name][1] += int(scored.sum())
+    return {
+        "losses": history,
+        "test_accuracy": {name: 100 * right / total if total else math.nan for name, (right, total) in hits.items()},
+    }
+
+
+def full_resolution_coverage(source_index, region_masks):
+    """Share of the answer-region patches kept at full resolution: the *only* source of some token.
+
+    ``spatial_spread`` counts a 2×2-pooled token as covering its four patches; on the detail
+    families that is exactly the token whose average has lost the answer, so this stricter measure
+    sits beside it.
+
+    Args:
+        source_index: (B, T, W) patch indices each token averages, −1 padded.
+        region_masks: (B, G·G) bool.
+    Returns:
+        (B,) share (NaN where an image has no region).
+    """
+    import torch
+
+    batch, patches = region_masks.shape
+    single = (source_index >= 0).sum(-1) == 1
+    sources = torch.where(single, source_index[..., 0], patches)
+    kept = torch.zeros(batch, patches + 1, dtype=torch.bool, device=source_index.device)
+    kept.scatter_(1, sources.clamp(min=0), True)
+    hits = (kept[:, :patches] & region_masks).sum(1).float()
+    return hits / region_masks.sum(1).float()
+
+
 def _ink_fraction(image) -> float:
     """Image complexity independent of any model: share of pixels that are not the background."""
     import numpy as np
@@ -241,14 +409,23 @@ class _Experiment:
             text_config={"hidden_size": config.text_width, "intermediate_size": 2 * config.text_width,
                          "num_hidden_layers": config.text_layers},
         )
+        if config.objective not in ("ar", "diffusion"):
+            raise ValueError(f"objective must be 'ar' or 'diffusion'; got {config.objective!r}")
+        if config.objective == "diffusion":
+            # What `spatialvlm convert lavida` marks: a bidirectional masked-diffusion LM.
+            from ..models.diffusion import DIFFUSION_ATTENTION_KEY
+
+            setattr(self.vlm_config.text_config, DIFFUSION_ATTENTION_KEY, "bidirectional")
+            self.vlm_config.text_config.mask_token_id = self.tokenizer.mask_token_id
         self.selector_config = ShirgXConfig(
             vision_dim=width, grid=(48, 48), budgets=tuple(config.train_budgets),
             default_budget=config.train_budgets[len(config.train_budgets) // 2],
         )
         self.base_dir = self.out / "base"
-        self._save_base()
         self.train_items, self.train_records = self._items("train")
         self.test_items, self.test_records = self._items("test")
+        self.pretrain: dict[str, Any] = {}
+        self._save_base()
 
     def _save_base(self) -> None:
         import torch
@@ -256,7 +433,29 @@ class _Experiment:
         from ..models.shirgx_vlm import build_shirgx_base
 
         torch.manual_seed(self.config.seed)
-        build_shirgx_base(self.vlm_config).save_pretrained(self.base_dir)
+        vlm = build_shirgx_base(self.vlm_config)
+        if self.config.pretrain_steps > 0:
+            self.pretrain = pretrain_vision_tower(
+                vlm, self._patch_label_set("train"), self._patch_label_set("test"), self.config,
+            )
+        vlm.save_pretrained(self.base_dir)
+
+    def _patch_label_set(self, split: str):
+        """(pixels (I, 3, S, S), {"color", "glyph", "frame"}: (I, G·G) long) over a split's images."""
+        import torch
+
+        items = self.train_items if split == "train" else self.test_items
+        records = self.train_records if split == "train" else self.test_records
+        pixels, labels, seen = [], {"color": [], "glyph": [], "frame": []}, set()
+        for item, record in zip(items, records):
+            if record["image"] in seen:
+                continue
+            seen.add(record["image"])
+            description = json.loads((self.paths[split].parent / record["image"]).with_suffix(".json").read_text())
+            pixels.append(item["pixel_values"])
+            for key in labels:
+                labels[key].append(torch.tensor(description["patch_labels"][key]).flatten())
+        return torch.stack(pixels), {key: torch.stack(value) for key, value in labels.items()}
 
     def training_config(self, row: BudgetRow):
         from ..train.tasks.shirgx import ShirgXTrainingConfig
@@ -264,6 +463,7 @@ class _Experiment:
         selector = dataclasses.replace(self.selector_config, **row.selector_overrides)
         return ShirgXTrainingConfig(
             selector=selector, image_size=672, budget_target_every=self.config.budget_target_every,
+            diffusion_loss_weighting=self.config.diffusion_loss_weighting,
         )
 
     def _items(self, split: str):
@@ -298,6 +498,8 @@ class _Experiment:
         from ..train.tasks.shirgx import ShirgXTrainingModel
 
         vlm = load_shirgx_base(self.base_dir)
+        if self.config.freeze_vision:
+            vlm.model.vision_tower.requires_grad_(False)
         torch.manual_seed(self.config.seed)
         training_config = self.training_config(row)
         if row.method == "shirgx":
@@ -318,7 +520,8 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
 
     config = experiment.config
     collate = ImageQACollator(experiment.tokenizer.pad_token_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     order_rng = np.random.default_rng(config.seed)
     items = experiment.train_items
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
@@ -338,12 +541,15 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
                 every = config.budget_target_every
                 output = model(**batch, budget=budget, compute_budget_target=every > 0 and step % every == 0)
                 loss, answer_loss = output.loss, output.answer_loss
+            elif config.objective == "diffusion":
+                loss = _baseline_diffusion_loss(path, batch, budget, experiment.training_config(row))
+                answer_loss = loss.detach()
             else:
                 loss = path(**batch, budget=budget).loss
                 answer_loss = loss.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
             epoch_losses.append(float(answer_loss))
@@ -354,6 +560,43 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
     bar.close()
     model.eval()
     return losses
+
+
+def _baseline_diffusion_loss(path, batch, budget: int, training_config) -> Any:
+    """LaViDa's complementary-masking loss for a baseline row: the same masking, copies, attention and
+    weighting as ``ShirgXTrainingModel`` (whose forward also needs SHIRG-X's budget head), reusing its
+    two-copy forward on this path's image tokens."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ..models.diffusion import checkpoint_diffusion_attention
+    from ..train.conversation import IGNORE_INDEX
+    from ..train.tasks.shirgx import ShirgXTrainingModel, diffusion_answer_mask, masked_diffusion_loss
+
+    model = path.model
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    labels = torch.where(batch["attention_mask"] == 0, input_ids, labels)  # padding is answer (LLaDA SFT)
+    attention_mask = torch.ones_like(batch["attention_mask"])
+    text_answer = labels != IGNORE_INDEX
+    masked, ratio = diffusion_answer_mask(text_answer, training_config.diffusion_mask_eps)
+    question_embeds = model.get_input_embeddings()(batch["question_ids"])
+    features = path.image_features(batch["pixel_values"], None, question_embeds, batch["question_mask"].bool(), budget)
+    inputs = path.build_inputs(input_ids, features.tokens, attention_mask, labels)
+    expanded_labels = inputs.pop("labels")
+    answer = expanded_labels != IGNORE_INDEX
+    expanded_masked = torch.zeros_like(answer)
+    expanded_masked[answer] = masked[text_answer]
+    shim = SimpleNamespace(
+        model=model, mask_token_id=model.config.text_config.mask_token_id,
+        diffusion_attention=checkpoint_diffusion_attention(model.config),
+    )
+    logits = ShirgXTrainingModel._diffusion_logits(shim, inputs, answer, expanded_masked)
+    loss, _ = masked_diffusion_loss(
+        logits, expanded_labels, expanded_masked, ratio, training_config.diffusion_loss_weighting,
+        training_config.diffusion_mask_eps,
+    )
+    return loss
 
 
 def _image_tokens(path, scaffold_path, hidden_states, question_embeds, budget: int, smallest: int, pixel_values=None):
@@ -383,6 +626,8 @@ class _RowEval:
     prefill: dict[str, list[float]]
     adaptive_k: list[int]
     complexity: list[float]
+    selector: dict[str, list[float]] = field(default_factory=dict)
+    full_res: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool) -> _RowEval:
@@ -408,6 +653,13 @@ def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool)
     budgets = [str(b) for b in config.eval_budgets] + (["adaptive"] if adaptive else [])
     result = _RowEval({b: [] for b in budgets}, {b: {} for b in budgets}, {}, {}, {}, {}, [], [])
     embeddings = path.model.get_input_embeddings()
+    diffusion_generator = None
+    if config.objective == "diffusion":
+        from ..models.diffusion import DiffusionConfig, MaskedDiffusionGenerator
+
+        diffusion_generator = MaskedDiffusionGenerator.from_model(path.model, DiffusionConfig(
+            mask_token_id=tokenizer.mask_token_id, answer_length=config.max_new_tokens,
+        ))
     bar = tqdm(total=len(experiment.test_items), desc=f"eval {row.name}", unit="q", disable=not config.show_progress, leave=False)
     for item, record in zip(experiment.test_items, experiment.test_records):
         labelled = (item["labels"] != IGNORE_INDEX).nonzero()
@@ -429,11 +681,17 @@ def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool)
                         path, scaffold_path, hidden_states, question_embeds, int(budget), min(config.train_budgets),
                         item["pixel_values"][None],
                     )
+                result.selector.setdefault(budget, []).append(time.perf_counter() - started)
                 inputs = path.build_inputs(prompt_ids, tokens)
-                answer = path.model.generate(
-                    **inputs, max_new_tokens=config.max_new_tokens, do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                )[0]
+                if diffusion_generator is not None:
+                    answer = diffusion_generator.generate(
+                        prompt_embeds=inputs["inputs_embeds"], prompt_attention_mask=inputs["attention_mask"],
+                    ).sequences[0]
+                else:
+                    answer = path.model.generate(
+                        **inputs, max_new_tokens=config.max_new_tokens, do_sample=False,
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                    )[0]
                 result.prefill.setdefault(budget, []).append(time.perf_counter() - started)
                 stops = (answer == tokenizer.eos_token_id).nonzero()
                 answer = answer[: int(stops[0, 0])] if len(stops) else answer
@@ -449,6 +707,8 @@ def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool)
                     )
                     result.cells.setdefault(budget, []).append(float(cells[0]))
                     result.region.setdefault(budget, []).append(float(coverage[0]))
+                    full = full_resolution_coverage(selection.source_index, regions)
+                    result.full_res.setdefault(budget, []).append(float(full[0]))
         bar.update()
     bar.close()
     return result
@@ -474,7 +734,7 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
     torch.set_num_threads(config.threads)
     try:
         experiment = _Experiment(config)
-        result = BudgetExperimentResult(config=dataclasses.asdict(config))
+        result = BudgetExperimentResult(config=dataclasses.asdict(config), pretrain=experiment.pretrain)
         rows = [row for row in BUDGET_ROWS if row.name in config.rows]
         for row in tqdm(rows, desc="rows", unit="row", disable=not config.show_progress):
             model, path = experiment.model_for(row)
@@ -520,11 +780,16 @@ def _record(result: BudgetExperimentResult, name: str, evaluation: _RowEval) -> 
         b: {kind: 100 * mean(v) for kind, v in sorted(kinds.items())} for b, kinds in evaluation.families.items()
     }
     result.spread[name] = {
-        b: {"cells_covered": mean(evaluation.cells[b]), "region_coverage": 100 * mean(evaluation.region[b])}
+        b: {"cells_covered": mean(evaluation.cells[b]), "region_coverage": 100 * mean(evaluation.region[b]),
+            "region_full_res": 100 * mean(evaluation.full_res[b])}
         for b in evaluation.cells
     }
     result.token_counts[name] = {b: sorted(v) for b, v in evaluation.counts.items()}
     result.prefill_ms[name] = {b: 1000 * mean(v) for b, v in evaluation.prefill.items()}
+    result.selector_ms[name] = {b: 1000 * mean(v) for b, v in evaluation.selector.items()}
+    result.scores[name] = {b: list(v) for b, v in evaluation.scores.items()}
+    samples, seed = result.config["bootstrap_samples"], result.config["seed"]
+    result.accuracy_ci[name] = {b: bootstrap_ci(v, samples, seed) for b, v in evaluation.scores.items()}
 
 
 def _budget_label(budget: str) -> str:
@@ -543,11 +808,29 @@ def budget_results_markdown(result: BudgetExperimentResult) -> str:
     if result.adaptive:
         lines.append(f"| shirgx-adaptive | mean K = {result.adaptive['mean_budget']:.0f}: "
                      f"{result.adaptive['accuracy']:.1f} |" + " |" * (len(budgets) + 1))
-    lines += ["", "Spatial spread of the kept fine tokens (non-scaffold, ≤ 5 patches each): 12×12 cells covered / % of answer-region patches covered",
+    if result.accuracy_ci:
+        lines += ["", "95 % bootstrap CI of the accuracy (questions resampled)", "",
+                  "| row | " + " | ".join(_budget_label(b) for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+        for name, intervals in result.accuracy_ci.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{intervals[b][0]:.0f}–{intervals[b][1]:.0f}" if b in intervals else "–" for b in budgets) + " |")
+    if result.selector_ms:
+        lines += ["", "Selector latency: ms per image of selection + projection (tower and decoding excluded)", "",
+                  "| row | " + " | ".join(_budget_label(b) for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+        for name, timings in result.selector_ms.items():
+            lines.append(f"| {name} | " + " | ".join(f"{timings[b]:.1f}" if b in timings else "–" for b in budgets) + " |")
+    if result.pretrain:
+        accuracy = result.pretrain["test_accuracy"]
+        lines += ["", f"Vision tower pretrained on per-patch labels ({len(result.pretrain['losses'])} steps, final loss "
+                  f"{result.pretrain['losses'][-1]:.3f}); held-out patch accuracy: colour {accuracy['color']:.1f} %, "
+                  f"glyph {accuracy['glyph']:.1f} %, frame recall {accuracy['frame_recall']:.1f} %"]
+    lines += ["", "Spatial spread of the kept fine tokens (non-scaffold, ≤ 5 patches each): 12×12 cells covered / % of answer-region patches covered"
+              " / % of answer-region patches kept at full resolution (a token of that one patch)",
               "", "| row | " + " | ".join(_budget_label(b) for b in budgets[1:]) + " |", "|---|" + "---:|" * (len(budgets) - 1)]
     for name, spread in result.spread.items():
         lines.append(f"| {name} | " + " | ".join(
-            f"{spread[b]['cells_covered']:.0f} / {spread[b]['region_coverage']:.0f}%" if b in spread else "–"
+            f"{spread[b]['cells_covered']:.0f} / {spread[b]['region_coverage']:.0f}% / {spread[b]['region_full_res']:.0f}%"
+            if b in spread else "–"
             for b in budgets[1:]) + " |")
     lines += ["", "Image tokens per budget (distinct counts over all test images; one value = static token set)", "",
               "| row | " + " | ".join(_budget_label(b) for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
@@ -626,24 +909,74 @@ def plot_budget_results(result: BudgetExperimentResult, folder: str | Path) -> l
     return paths
 
 
+def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
+    """Accuracy (mean over seeds, 95 % CI from resampling the pooled per-question scores) and
+    answer-region coverage per row and budget, over several seeds' results."""
+    import numpy as np
+
+    budgets = [str(b) for b in results[0].config["eval_budgets"]]
+    samples = results[0].config["bootstrap_samples"]
+    seeds = [r.config["seed"] for r in results]
+    lines = [f"Seeds {seeds}: accuracy % (mean over seeds) [95 % CI, pooled questions] / % of answer-region patches kept"
+             " at full resolution", "",
+             "| row | " + " | ".join(_budget_label(b) for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for name in results[0].accuracy:
+        cells = []
+        for budget in budgets:
+            pooled = [score for r in results for score in r.scores[name].get(budget, [])]
+            low, high = bootstrap_ci(pooled, samples, 0)
+            mean = float(np.mean([r.accuracy[name][budget] for r in results]))
+            coverage = [r.spread[name][budget]["region_full_res"] for r in results if budget in r.spread.get(name, {})]
+            cells.append(f"{mean:.1f} [{low:.0f}–{high:.0f}]" + (f" / {np.mean(coverage):.0f}" if coverage else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    adaptive = [r.adaptive for r in results if r.adaptive]
+    if adaptive:
+        lines.append(f"| shirgx-adaptive | mean K {np.mean([a['mean_budget'] for a in adaptive]):.0f}: "
+                     f"{np.mean([a['accuracy'] for a in adaptive]):.1f} |" + " |" * (len(budgets) - 1))
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SHIRG-X accuracy vs token budget, beside the baselines (tiny, CPU).")
-    defaults = BudgetExperimentConfig()
-    parser.add_argument("--out", default=defaults.out_dir)
-    parser.add_argument("--rows", default=",".join(defaults.rows), help="comma list of rows")
-    parser.add_argument("--train-images", type=int, default=defaults.train_images)
-    parser.add_argument("--test-images", type=int, default=defaults.test_images)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--quick", action="store_true",
+                        help="the ≤ 15 min run: detail families, pretrained frozen tower, diffusion, 3 rows (quick_config)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--rows", default=None, help="comma list of rows")
+    parser.add_argument("--families", default=None, help="comma list of image families (data.synthetic_images.ALL_FAMILIES)")
+    parser.add_argument("--train-images", type=int, default=None)
+    parser.add_argument("--test-images", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seeds", default=None, help="comma list: one run per seed in OUT/seed<S>, plus OUT/seeds.md")
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="vision-tower pretraining steps on patch labels")
+    parser.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--objective", choices=("ar", "diffusion"), default=None)
+    parser.add_argument("--diffusion-loss-weighting", choices=("lavida", "elbo"), default=None)
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
     args = parser.parse_args(argv)
-    config = BudgetExperimentConfig(
-        out_dir=args.out, rows=tuple(args.rows.split(",")), train_images=args.train_images,
-        test_images=args.test_images, epochs=args.epochs, threads=args.threads, seed=args.seed,
-    )
-    result = run_budget_experiment(config)
-    print(budget_results_markdown(result))
+    overrides = {key: value for key, value in {
+        "out_dir": args.out, "rows": tuple(args.rows.split(",")) if args.rows else None,
+        "families": tuple(args.families.split(",")) if args.families else None,
+        "train_images": args.train_images, "test_images": args.test_images, "epochs": args.epochs,
+        "threads": args.threads, "seed": args.seed, "pretrain_steps": args.pretrain_steps,
+        "freeze_vision": args.freeze_vision, "objective": args.objective,
+        "diffusion_loss_weighting": args.diffusion_loss_weighting,
+    }.items() if value is not None}
+    config = quick_config(**overrides) if args.quick else BudgetExperimentConfig(**overrides)
+    if args.seeds:
+        results = []
+        for seed in (int(value) for value in args.seeds.split(",")):
+            seeded = dataclasses.replace(config, seed=seed, out_dir=str(Path(config.out_dir) / f"seed{seed}"))
+            results.append(run_budget_experiment(seeded))
+            print(budget_results_markdown(results[-1]))
+        summary = seeds_summary_markdown(results)
+        (Path(config.out_dir) / "seeds.md").write_text(summary)
+        print(summary)
+        result = results[0]
+    else:
+        result = run_budget_experiment(config)
+        print(budget_results_markdown(result))
     if args.figures:
         for path in plot_budget_results(result, args.figures):
             print(f"wrote {path}")

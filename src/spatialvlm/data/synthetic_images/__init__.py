@@ -1,12 +1,15 @@
 """Synthetic high-detail image suite for SHIRG-X: 672 px images whose answers hang on small
 details at known positions (mark grids, glyph tables, bar charts with small labels, shape layouts),
-with exact answers, scoring metric and answer regions per question.
+with exact answers, scoring metric and answer regions per question; plus patch-aligned detail
+families (``DETAIL_FAMILIES``) whose answers 2×2 / 4×4 pooling provably erases, with exact per-patch
+labels for pretraining a vision tower.
 
 ``make_image`` draws one image (nothing written); ``generate_image_suite`` writes a split that
 ``spatialvlm eval --benchmark shirgx-images`` scores.
 """
 
 from spatialvlm.data.synthetic_images.dataset import (
+    ALL_FAMILIES,
     FAMILIES,
     IMAGE_SUITE_NAME,
     ImageSuiteConfig,
@@ -14,6 +17,20 @@ from spatialvlm.data.synthetic_images.dataset import (
     generate_image_suite,
     make_image,
     region_patch_mask,
+)
+from spatialvlm.data.synthetic_images.detail import (
+    DETAIL_FAMILIES,
+    GLYPH_ALPHABET,
+    IGNORE_LABEL,
+    DenseBarsConfig,
+    DenseGlyphsConfig,
+    DenseMarksConfig,
+    make_dense_bars,
+    make_dense_glyphs,
+    make_dense_marks,
+    patch_labels,
+    pool_pixels,
+    twin_image,
 )
 from spatialvlm.data.synthetic_images.drawing import (
     BACKGROUND,
@@ -43,6 +60,19 @@ from spatialvlm.data.synthetic_images.families import (
 )
 
 __all__ = [
+    "ALL_FAMILIES",
+    "DETAIL_FAMILIES",
+    "DenseBarsConfig",
+    "DenseGlyphsConfig",
+    "DenseMarksConfig",
+    "GLYPH_ALPHABET",
+    "IGNORE_LABEL",
+    "make_dense_bars",
+    "make_dense_glyphs",
+    "make_dense_marks",
+    "patch_labels",
+    "pool_pixels",
+    "twin_image",
     "BACKGROUND",
     "BarChartConfig",
     "FAMILIES",

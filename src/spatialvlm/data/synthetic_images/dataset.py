@@ -8,8 +8,11 @@ Layout of ``out_dir`` (what ``spatialvlm eval --benchmark shirgx-images --data o
 
 A row: ``{"id", "dataset": "shirgx-images", "image": "images/<name>.png", "question_type",
 "question", "answers": [...], "metric": "exact_match" | "relaxed_accuracy" | "anls",
-"regions": [[x0, y0, x1, y1], ...]}`` — ``regions`` are the pixel boxes (exclusive ends) the answer
-depends on. Image ``k`` of split ``s`` with seed ``S`` is drawn from
+"regions": [[x0, y0, x1, y1], ...], "region_patches": [...]}`` — ``regions`` are the pixel boxes
+(exclusive ends) the answer depends on, ``region_patches`` the row-major indices of the 48×48 patches
+they overlap (the answer-region mask). The detail families (``DETAIL_FAMILIES``) add
+``target_patch``/``twin_partner`` ([row, col] patches; see ``detail.twin_image``), and every image's
+json holds ``patch_labels`` (``detail.patch_labels``: per-patch colour, glyph and frame classes). Image ``k`` of split ``s`` with seed ``S`` is drawn from
 ``np.random.SeedSequence([S, crc32(s), k])``; its family is ``families[k % len(families)]``.
 """
 
@@ -25,6 +28,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spatialvlm.data.readers import write_jsonl
+from spatialvlm.data.synthetic_images.detail import (
+    DETAIL_FAMILIES,
+    DenseBarsConfig,
+    DenseGlyphsConfig,
+    DenseMarksConfig,
+    make_dense_bars,
+    make_dense_glyphs,
+    make_dense_marks,
+    patch_labels,
+)
 from spatialvlm.data.synthetic_images.families import (
     BarChartConfig,
     GlyphGridConfig,
@@ -40,6 +53,7 @@ from spatialvlm.data.synthetic_images.families import (
 __all__ = [
     "IMAGE_SUITE_NAME",
     "FAMILIES",
+    "ALL_FAMILIES",
     "ImageSuiteConfig",
     "SyntheticImage",
     "make_image",
@@ -49,6 +63,7 @@ __all__ = [
 
 IMAGE_SUITE_NAME = "shirgx-images"
 FAMILIES: tuple[str, ...] = ("marks", "glyphs", "bars", "layout")
+ALL_FAMILIES: tuple[str, ...] = FAMILIES + DETAIL_FAMILIES  # the default suite keeps the first four
 
 
 @dataclass
@@ -62,8 +77,9 @@ class ImageSuiteConfig:
         split: split name, also the jsonl stem.
         questions_per_image: questions asked about each image (a layout image has at most 2, a
             chart at most its number of bars).
-        families: which families to draw, cycled over the image index.
-        marks, glyphs, bars, layout: the family configs.
+        families: which families to draw (of ``ALL_FAMILIES``), cycled over the image index.
+        marks, glyphs, bars, layout, dense_marks, dense_glyphs, dense_bars: the family configs.
+        write_patch_labels: store ``patch_labels`` in each image's json (about 15 kB each).
     """
 
     num_images: int = 64
@@ -76,6 +92,10 @@ class ImageSuiteConfig:
     glyphs: GlyphGridConfig = field(default_factory=GlyphGridConfig)
     bars: BarChartConfig = field(default_factory=BarChartConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    dense_marks: DenseMarksConfig = field(default_factory=DenseMarksConfig)
+    dense_glyphs: DenseGlyphsConfig = field(default_factory=DenseGlyphsConfig)
+    dense_bars: DenseBarsConfig = field(default_factory=DenseBarsConfig)
+    write_patch_labels: bool = True
 
 
 @dataclass
@@ -89,9 +109,9 @@ class SyntheticImage:
 
 def make_image(config: ImageSuiteConfig, index: int) -> SyntheticImage:
     """Draw image ``index`` of ``config.split``."""
-    unknown = sorted(set(config.families) - set(FAMILIES))
+    unknown = sorted(set(config.families) - set(ALL_FAMILIES))
     if unknown or not config.families:
-        raise ValueError(f"families must be a non-empty subset of {FAMILIES}; got {config.families}")
+        raise ValueError(f"families must be a non-empty subset of {ALL_FAMILIES}; got {config.families}")
     if config.questions_per_image < 1:
         raise ValueError(f"questions_per_image must be >= 1; got {config.questions_per_image}")
     family = config.families[index % len(config.families)]
@@ -103,6 +123,12 @@ def make_image(config: ImageSuiteConfig, index: int) -> SyntheticImage:
         rendered = make_glyph_grid(rng, size, config.glyphs, count)
     elif family == "bars":
         rendered = make_bar_chart(rng, size, config.bars, count)
+    elif family == "dense_marks":
+        rendered = make_dense_marks(rng, size, config.dense_marks, count)
+    elif family == "dense_glyphs":
+        rendered = make_dense_glyphs(rng, size, config.dense_glyphs, count)
+    elif family == "dense_bars":
+        rendered = make_dense_bars(rng, size, config.dense_bars, count)
     else:
         rendered = make_layout(rng, size, config.layout, count)
     return SyntheticImage(f"{config.split}_{index:05d}", family, rendered)
@@ -124,9 +150,14 @@ def generate_image_suite(out_dir: str | Path, config: ImageSuiteConfig | None = 
         # compress_level 1: mostly-white images stay small and writing stays fast.
         item.rendered.image.save(out_dir / relative, compress_level=1)
         description = {"name": item.name, "image_size": config.image_size, **item.rendered.description}
+        if config.write_patch_labels:
+            labels = patch_labels(np.asarray(item.rendered.image), item.rendered.description)
+            description["patch_labels"] = {key: value.tolist() for key, value in labels.items()}
         (out_dir / "images" / f"{item.name}.json").write_text(json.dumps(description))
         for number, question in enumerate(item.rendered.questions):
-            rows.append({"id": f"{item.name}_{number}", "dataset": IMAGE_SUITE_NAME, "image": relative, **question})
+            mask = region_patch_mask(question["regions"], config.image_size).flatten()
+            rows.append({"id": f"{item.name}_{number}", "dataset": IMAGE_SUITE_NAME, "image": relative, **question,
+                         "region_patches": np.flatnonzero(mask).tolist()})
     path = out_dir / f"{config.split}.jsonl"
     write_jsonl(path, rows)
     return path

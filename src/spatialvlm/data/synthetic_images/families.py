@@ -48,12 +48,19 @@ QUESTION_METRICS: dict[str, str] = {
     "bar_value": "relaxed_accuracy",
     "layout_quadrant": "exact_match",
     "layout_side": "exact_match",
+    # The patch-aligned detail families (detail.py): one character or colour name, exact.
+    "dense_color": "exact_match",
+    "dense_glyph": "exact_match",
+    "dense_bar_label": "exact_match",
 }
 FAMILY_QUESTION_TYPES: dict[str, tuple[str, ...]] = {
     "marks": ("grid_color", "grid_count"),
     "glyphs": ("glyph_code",),
     "bars": ("bar_value",),
     "layout": ("layout_quadrant", "layout_side"),
+    "dense_marks": ("dense_color",),
+    "dense_glyphs": ("dense_glyph",),
+    "dense_bars": ("dense_bar_label",),
 }
 QUADRANTS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
 _FONT_ADVANCE, _FONT_HEIGHT = 6, 11  # the bitmap font's cell, before scaling

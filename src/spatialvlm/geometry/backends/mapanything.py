@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..frames import FrameGeometry
-from .common import BackendGeometry, as_tensor, drop_batch, load_saved_output, missing_required, to_first_camera
+from .common import BackendGeometry, as_tensor, load_saved_output, missing_required, to_first_camera
 from .protocol import import_backend_module, register_backend, saved_frame_images
 
 __all__ = ["MapAnythingBackend", "read_mapanything_output"]
