@@ -94,6 +94,13 @@ def test_vggt_forward_dict_with_pose_encoding_and_tokens():
     assert torch.equal(geometry.frames.geometry_tokens, tokens[0, :, 5:])
 
 
+def test_vggt_pixels_without_depth_are_invalid(tmp_path):
+    scene = Scene()
+    scene.depth[1, 2, 3] = 0.0
+    geometry = read_vggt_predictions(vggt_npz(tmp_path, scene))
+    assert not bool(geometry.frames.valid[1, 2, 3]) and int((~geometry.frames.valid).sum()) == 1
+
+
 def test_vggt_missing_cameras_is_named(tmp_path):
     path = tmp_path / "p.npz"
     np.savez(path, depth=np.ones((2, 4, 4, 1), np.float32))

@@ -86,3 +86,18 @@ def test_each_backend_names_its_install_command(monkeypatch):
         with pytest.raises(BackendNotInstalledError, match="install it with: " + hint.split()[0]) as error:
             get_backend(name).load("weights", "cpu")
         assert hint in str(error.value)
+
+
+def test_vggt_backend_options(fake_packages, tmp_path):
+    """``--option points_from=point_head --option keep_tokens=false`` reach the VGGT backend."""
+    (tmp_path / "weights").mkdir()
+    backend = get_backend("vggt", points_from="point_head", keep_tokens="false")
+    backend.load(tmp_path / "weights", "cpu")
+    geometry = backend.reconstruct(FRAMES)
+    assert geometry.frames.geometry_tokens is None and geometry.frames.camera_token is None
+    assert float(geometry.frames.confidence.mean()) == 3.0  # the fake's world_points_conf: the point head's
+    np.testing.assert_allclose(geometry.frames.depth.mean(dim=(1, 2)).numpy(), 1 + LEVELS / 255, atol=0.01)
+    with pytest.raises(ValueError, match="points_from must be one of"):
+        get_backend("vggt", points_from="both")
+    with pytest.raises(ValueError, match="does not take the options"):
+        get_backend("vggt", colour="red")

@@ -43,24 +43,54 @@ class VLM2VideoPredictor:
         device: Any = None,
         coordinate_normalization: str | None = None,
     ) -> None:
-        from spatialvlm.models.inference import load_vlm2
-
         self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise FileNotFoundError(f"model directory {self.model_dir} does not exist")
         self.sampling = FrameSampling.parse(frames)
         self.geometry_root = Path(geometry_root) if geometry_root is not None else None
         self.max_new_tokens = max_new_tokens
         flags = {} if coordinate_normalization is None else {"coordinate_normalization": coordinate_normalization}
-        self.model, self.processor = load_vlm2(self.model_dir, dtype=dtype, device=device, **flags)
+        self._load_options = {"dtype": dtype, "device": device, **flags}
+        self._loaded: tuple[Any, Any] | None = None
+
+    def _load(self) -> tuple[Any, Any]:
+        # Loaded on first use, so check_inputs can refuse a run in a second, not after a 7B load.
+        if self._loaded is None:
+            from spatialvlm.models.inference import load_vlm2
+
+            self._loaded = load_vlm2(self.model_dir, **self._load_options)
+        return self._loaded
+
+    @property
+    def model(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def processor(self) -> Any:
+        return self._load()[1]
 
     @property
     def needs_geometry(self) -> bool:
+        """Whether the checkpoint fuses per-frame geometry (read from ``config.json`` when it says so,
+        without loading the weights)."""
+        config_path = self.model_dir / "config.json"
+        if self._loaded is None and config_path.is_file():
+            import json
+
+            try:
+                config = json.loads(config_path.read_text())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+            if "use_spatial_fusion" in config:
+                return bool(config["use_spatial_fusion"])
         return bool(self.model.config.needs_geometry)
 
     @property
     def decoding(self) -> dict[str, Any]:
-        """The decoding settings (recorded in the run's fingerprint)."""
+        """The decoding settings (greedy)."""
+        dtype = self._load_options.get("dtype")
         return {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1,
-                "dtype": str(self.model.dtype).removeprefix("torch.")}
+                "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "as stored"}
 
     def geometry_dir(self, dataset: str, scene_name: str) -> Path | None:
         if self.geometry_root is None:

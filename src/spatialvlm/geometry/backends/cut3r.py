@@ -150,8 +150,8 @@ class CUT3RBackend:
     name = "cut3r"
     install_hint = "git clone https://github.com/CUT3R/CUT3R && pip install -r CUT3R/requirements.txt && export PYTHONPATH=$PWD/CUT3R"
 
-    def __init__(self, size: int = 512) -> None:
-        self.size = size
+    def __init__(self, size: int | str = 512) -> None:
+        self.size = int(size)  # --option size=224 arrives as text (224 for CUT3R's linear-head model)
         self.model = None
         self.device = "cpu"
 

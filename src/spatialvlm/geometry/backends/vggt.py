@@ -102,8 +102,9 @@ def read_vggt_predictions(
     confidence = None
     if "depth_conf" in predictions:
         confidence = drop_batch(as_tensor(predictions["depth_conf"], "depth_conf", where), 3, "depth_conf", where)
+    valid = None
     if points_from == "depth":
-        points, _ = unproject_depth(depth, intrinsics, poses)
+        points, valid = unproject_depth(depth, intrinsics, poses)  # valid: finite depth > 0
     else:
         missing_required(predictions, ("world_points",), where, "a VGGT prediction with a point head")
         points = drop_batch(as_tensor(predictions["world_points"], "world_points", where), 4, "world_points", where)
@@ -115,6 +116,8 @@ def read_vggt_predictions(
     fields: dict[str, Tensor] = dict(points=points, depth=depth, pose=poses, intrinsics=intrinsics)
     if confidence is not None:
         fields["confidence"] = confidence
+    if valid is not None:
+        fields["valid"] = valid
     notes = [f"points from {'depth + cameras' if points_from == 'depth' else 'the point head'}"]
     if "aggregated_tokens" in predictions:
         tokens = drop_batch(as_tensor(predictions["aggregated_tokens"], "aggregated_tokens", where), 3, "aggregated_tokens", where)
@@ -133,14 +136,18 @@ class VGGTBackend:
     ``weights``: a folder for ``VGGT.from_pretrained`` (facebook/VGGT-1B downloaded) or the
     ``model.pt`` state dict. Frames go through VGGT's own ``load_and_preprocess_images`` (width
     518, height to a multiple of 14). The aggregator's last-layer tokens are kept (a forward hook;
-    no second pass).
+    no second pass) unless ``keep_tokens=false``; ``points_from`` as in :func:`read_vggt_predictions`.
     """
 
     name = "vggt"
     install_hint = "pip install git+https://github.com/facebookresearch/vggt"
 
-    def __init__(self, points_from: str = "depth") -> None:
+    def __init__(self, points_from: str = "depth", keep_tokens: bool | str = True) -> None:
+        if points_from not in POINTS_FROM:
+            raise ValueError(f"points_from must be one of {POINTS_FROM}, got {points_from!r}")
         self.points_from = points_from
+        # 925 × 2048 float32 tokens are 7.6 MB per 518×350 frame; keep_tokens=false skips them
+        self.keep_tokens = str(keep_tokens).lower() not in ("false", "0", "no")
         self.model = None
         self.device = "cpu"
 
@@ -160,11 +167,11 @@ class VGGTBackend:
         pose_enc_module = import_backend_module("vggt.utils.pose_enc", self)
         captured: dict[str, Any] = {}
 
-        def keep_tokens(module, inputs, output) -> None:
+        def capture(module, inputs, output) -> None:
             tokens_list, start = output[0], output[1]
             captured["aggregated_tokens"], captured["patch_start_idx"] = tokens_list[-1], start
 
-        hook = self.model.aggregator.register_forward_hook(keep_tokens)
+        hook = self.model.aggregator.register_forward_hook(capture) if self.keep_tokens else None
         try:
             with saved_frame_images(frames) as (_, paths):
                 images = load_fn.load_and_preprocess_images(paths).to(self.device)
@@ -172,7 +179,8 @@ class VGGTBackend:
             with torch.no_grad(), autocast:
                 predictions = dict(self.model(images))
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
         extrinsic, intrinsic = pose_enc_module.pose_encoding_to_extri_intri(predictions["pose_enc"], images.shape[-2:])
         predictions.update(extrinsic=extrinsic, intrinsic=intrinsic, **captured)
         predictions = {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v) for k, v in predictions.items()}
