@@ -282,8 +282,10 @@ def load_trained_model(
         lora_config.inference_mode = True
         lora_config.base_model_name_or_path = str(base_path)
         with warnings.catch_warnings():
-            # peft calls transformers' deprecated is_gradient_checkpointing; nothing the user can change.
+            # Nothing a user can act on: peft calls transformers' deprecated is_gradient_checkpointing,
+            # and it reports renaming base_model_name_or_path to the wrapper's name (the base is known).
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
             model = get_peft_model(model, lora_config)
         loaded = set_peft_model_state_dict(model, adapters)
         missing = [key for key in loaded.missing_keys if ".lora_" in key]
