@@ -49,4 +49,4 @@ def test_viz_selection_command(tmp_path, capsys):
     assert main(["viz", "selection", str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png"), "--budget", "512"]) == 0
     assert (tmp_path / "o.png").exists() and "512 kept tokens + 144 scaffold" in capsys.readouterr().out
     assert main(["viz", "selection", str(tmp_path / "in.png"), "--budget", "5000"]) == 2
-    assert "budget K=5000" in capsys.readouterr().err
+    assert "--budget must be one of the selector's budgets (512, 768, 1024), got 5000" in capsys.readouterr().err

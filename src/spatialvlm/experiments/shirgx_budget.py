@@ -169,7 +169,7 @@ def quick_config(**overrides: Any) -> BudgetExperimentConfig:
     values: dict[str, Any] = dict(
         rows=("shirgx", "pool"), train_images=160, test_images=36, questions_per_image=1,
         families=DETAIL_FAMILIES, epochs=2, pretrain_steps=100, freeze_vision=True, objective="diffusion",
-        learning_rate=3e-3, max_new_tokens=2,
+        learning_rate=3e-3, max_new_tokens=4,  # "purple" is 3 tiny-tokenizer tokens, then the end token
     )
     values.update(overrides)
     return BudgetExperimentConfig(**values)
@@ -197,6 +197,7 @@ class BudgetExperimentResult:
             decoding excluded; ToMe: its tower pass, which is where it selects).
         pretrain: the vision tower's pretraining: losses, and per-patch accuracy on the test images
             (colour of coloured patches, glyph of one-character patches, frame recall).
+        predictions: row → budget → decoded answers (test-file order), for failure analysis.
     """
 
     config: dict[str, Any]
@@ -213,6 +214,7 @@ class BudgetExperimentResult:
     scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     selector_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def bootstrap_ci(scores: Sequence[float], samples: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
@@ -628,6 +630,7 @@ class _RowEval:
     complexity: list[float]
     selector: dict[str, list[float]] = field(default_factory=dict)
     full_res: dict[str, list[float]] = field(default_factory=dict)
+    predictions: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool) -> _RowEval:
@@ -698,6 +701,7 @@ def _evaluate_row(experiment: _Experiment, row: BudgetRow, path, adaptive: bool)
                 prediction = tokenizer.decode(answer, skip_special_tokens=True).strip()
                 score = score_image_prediction({**record, "prediction": prediction})
                 result.scores[budget].append(score)
+                result.predictions.setdefault(budget, []).append(prediction)
                 result.families[budget].setdefault(record["question_type"], []).append(score)
                 result.counts.setdefault(budget, set()).add(int(tokens.shape[1]))
                 if selection is not None:
@@ -788,6 +792,7 @@ def _record(result: BudgetExperimentResult, name: str, evaluation: _RowEval) -> 
     result.prefill_ms[name] = {b: 1000 * mean(v) for b, v in evaluation.prefill.items()}
     result.selector_ms[name] = {b: 1000 * mean(v) for b, v in evaluation.selector.items()}
     result.scores[name] = {b: list(v) for b, v in evaluation.scores.items()}
+    result.predictions[name] = evaluation.predictions
     samples, seed = result.config["bootstrap_samples"], result.config["seed"]
     result.accuracy_ci[name] = {b: bootstrap_ci(v, samples, seed) for b, v in evaluation.scores.items()}
 
