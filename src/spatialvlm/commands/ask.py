@@ -54,8 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "block (answers then differ from the trained model's)",
     )
     parser.add_argument("--model", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly (default 32)")
-    parser.add_argument("--all-frames", action="store_true", help="use every frame instead of sampling")
+    parser.add_argument(
+        "--frames", "--num-frames", dest="frames", metavar="POLICY",
+        help="--video: frame sampling, as spatialvlm eval --frames: N uniform (8, 16, 32, 64), "
+        "'<fps>fps[:<cap>]' (e.g. 1fps:64) or 'all' (default 32)",
+    )
+    parser.add_argument("--all-frames", action="store_true", help="use every frame instead of sampling (= --frames all)")
     parser.add_argument(
         "--allow-fewer-frames", action="store_true",
         help="use all frames of a video shorter than --num-frames, and the decodable frames of a truncated one",
@@ -81,9 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.question.strip():
         raise ValueError("the question is empty; give it as the last argument, e.g. 'How many chairs are in the room?'")
-    if args.num_frames < 1:
-        raise ValueError(f"--num-frames must be >= 1, got {args.num_frames}")
     _check_flags_match_input(args)
+    args.sampling = _frame_sampling(args)
     check_device(args.device)
     config = check_model_dir(args.model)
     if args.video is not None:
@@ -104,6 +107,7 @@ def _check_flags_match_input(args: argparse.Namespace) -> None:
     else:
         used = [name for name, on in (
             ("--geometry", args.geometry is not None), ("--no-fusion", args.no_fusion),
+            ("--frames", args.frames is not None),
             ("--geometry-backend", args.geometry_backend is not None),
             ("--all-frames", args.all_frames), ("--allow-fewer-frames", args.allow_fewer_frames),
         ) if on]
@@ -113,6 +117,26 @@ def _check_flags_match_input(args: argparse.Namespace) -> None:
         raise ValueError(f"{' and '.join(used)} only {verb} to {kind}; drop {pronoun} with {other}")
     if args.no_fusion and args.geometry is not None:
         raise ValueError("--no-fusion answers without geometry; drop --geometry (or --no-fusion to use it)")
+
+
+def _frame_sampling(args: argparse.Namespace):
+    """--frames / --num-frames / --all-frames as the FrameSampling policy eval and train use.
+
+    Also sets ``args.num_frames`` / ``args.all_frames`` for the geometry cache of
+    ``--geometry-backend``: an fps policy's frames are only known from the video, so its geometry
+    covers every frame (matched by frame index).
+    """
+    from ..data.frame_sampling import FrameSampling
+
+    if args.all_frames and args.frames is not None:
+        raise ValueError(f"--all-frames and --frames {args.frames} both choose the frames; give one")
+    try:
+        sampling = FrameSampling.parse("all" if args.all_frames else (args.frames or "32"))
+    except ValueError as error:
+        raise ValueError(f"--frames: {error}") from error
+    args.all_frames = sampling.num_frames is None
+    args.num_frames = sampling.num_frames or 1
+    return sampling
 
 
 def _coordinate_options(args: argparse.Namespace) -> dict:
@@ -189,7 +213,7 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
             args.video,
             args.question,
             geometry=args.geometry,
-            num_frames=None if args.all_frames else args.num_frames,
+            frames=args.sampling,
             max_new_tokens=args.max_new_tokens,
             allow_fewer_frames=args.allow_fewer_frames,
             progress=not args.no_progress,
@@ -208,6 +232,8 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
     if not result.text:
         warn("ask", f"the model generated an empty answer ({result.num_new_tokens} new tokens, none of them text)")
     if args.stats:
+        indices = ", ".join(str(int(i)) for i in result.frame_indices)
+        print(f"frames ({args.sampling.describe()}): {len(result.frame_indices)} sampled: {indices}", file=sys.stderr)
         print(format_memory_statistics(memory_statistics(result.memory_state)), file=sys.stderr)
     if args.viz:
         plot_memory_trace(result.memory_trace, args.viz, title=f"VLM² dual memory: {args.video.name}")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from ..data.video import read_video, uniform_frame_indices
+from ..data.frame_sampling import FrameSampling, sample_frame_indices
+from ..data.video import read_video
 from ..diagnostics.memory_stats import MemoryTrace, MemoryTraceRecorder
 from ..geometry import FrameGeometry, GeometrySource, check_metric_scale, load_geometry_source, read_frames
 from ..memory import MemoryState
@@ -153,12 +154,21 @@ def load_video_geometry(
 
 
 def _sample_frames(
-    video: VideoLike, num_frames: int | None, allow_fewer_frames: bool
+    video: VideoLike, frames: FrameSampling | str | int | None, allow_fewer_frames: bool
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
     """Frames, their video indices, the video's frame count and, for a file with a frame rate, the
-    frames' times (the keyword arguments of ``VLM2Processor.video_prompt``; empty for raw frames)."""
+    frames' times (the keyword arguments of ``VLM2Processor.video_prompt``; empty for raw frames).
+
+    ``frames`` is a :class:`FrameSampling` policy (or its text / count; None: every frame): the
+    indices are :func:`sample_frame_indices`'s, as ``spatialvlm eval`` and ``train`` pick them.
+    """
+    sampling = FrameSampling(num_frames=None) if frames is None else FrameSampling.parse(frames)
     if isinstance(video, (str, os.PathLike)):
-        clip = read_video(video, num_frames=num_frames, allow_fewer=allow_fewer_frames)
+        if sampling.fps is None:
+            # Uniform / all: read_video's own path, which raises FewerFramesError (a CLI fix names it).
+            clip = read_video(video, num_frames=sampling.num_frames, allow_fewer=allow_fewer_frames)
+        else:
+            clip = read_video(video, sampling=sampling, allow_fewer=allow_fewer_frames)
         timing: dict[str, Any] = {}
         if clip.fps > 0:
             timing = dict(frame_seconds=(clip.indices / clip.fps).tolist(), video_seconds=clip.total_frames / clip.fps)
@@ -167,15 +177,17 @@ def _sample_frames(
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"video frames must have shape (T, H, W, 3); got {tuple(frames.shape)}")
     total = frames.shape[0]
-    if num_frames is None or (allow_fewer_frames and total < num_frames):
-        indices = np.arange(total, dtype=np.int64)
-    elif total < num_frames:
+    if sampling.fps is not None:
         raise ValueError(
-            f"the video has {total} frames, fewer than the {num_frames} requested; "
+            f"fps-based frame sampling ({sampling.describe()}) needs a video file's frame rate; "
+            "raw frames take a frame count or 'all'"
+        )
+    if sampling.num_frames is not None and total < sampling.num_frames and not allow_fewer_frames:
+        raise ValueError(
+            f"the video has {total} frames, fewer than the {sampling.num_frames} requested; "
             "ask for fewer frames or pass allow_fewer_frames=True"
         )
-    else:
-        indices = uniform_frame_indices(total, num_frames)
+    indices = sample_frame_indices(total, sampling, allow_fewer=True)
     return frames[indices], indices, total, {}
 
 
@@ -246,6 +258,7 @@ def ask_video(
     allow_fewer_frames: bool = False,
     progress: bool = False,
     record_memory: bool = False,
+    frames: FrameSampling | str | None = None,
 ) -> VideoAnswer:
     """Answer one question about one video.
 
@@ -260,6 +273,8 @@ def ask_video(
         progress: tqdm bars for reading, encoding and decoding.
         record_memory: also return a ``diagnostics.MemoryTrace`` (frames then go through the memory
             one call at a time, which gives the same tokens).
+        frames: a frame sampling policy (``"32"``, ``"1fps:64"``, ``"all"``, a ``FrameSampling``)
+            used instead of ``num_frames``: the frames ``spatialvlm eval --frames`` picks.
     """
     config = model.config
     if record_memory and not config.use_dual_memory:
@@ -270,7 +285,9 @@ def ask_video(
             "frame_XXXXX.safetensors, a GeometrySource) or load the model with use_spatial_fusion=False"
         )
     start = time.perf_counter()
-    frames, indices, total_frames, timing = _sample_frames(video, num_frames, allow_fewer_frames)
+    video_frames, indices, total_frames, timing = _sample_frames(
+        video, num_frames if frames is None else frames, allow_fewer_frames
+    )
     prompt = processor.video_prompt(question, **timing)
     frame_geometry = None if geometry is None else load_video_geometry(
         geometry,
@@ -279,7 +296,7 @@ def ask_video(
         coordinate_normalization=processor.coordinate_normalization,
         total_frames=total_frames,
     )
-    batch = processor(prompt, videos=frames, geometry=frame_geometry)
+    batch = processor(prompt, videos=video_frames, geometry=frame_geometry)
     device, dtype = model.device, model.dtype
     video_inputs = {
         name: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
@@ -350,8 +367,9 @@ def answer_video_question(
     max_new_tokens: int = 16,
     allow_fewer_frames: bool = False,
     progress: bool = False,
+    frames: FrameSampling | str | None = None,
 ) -> str:
-    """``ask_video(...).text``: the answer string."""
+    """``ask_video(...).text``: the answer string (``frames``: a sampling policy, see ``ask_video``)."""
     return ask_video(
         model,
         processor,
@@ -362,4 +380,5 @@ def answer_video_question(
         max_new_tokens=max_new_tokens,
         allow_fewer_frames=allow_fewer_frames,
         progress=progress,
+        frames=frames,
     ).text
