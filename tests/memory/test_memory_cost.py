@@ -9,7 +9,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import legacy_memory  # noqa: E402
+# The replaced implementation is read from git history (benchmarks/legacy_memory.py); a clone
+# without history skips the comparisons below and says why.
+legacy_memory = pytest.importorskip("legacy_memory")
 
 from spatialvlm.memory import DualMemory  # noqa: E402
 

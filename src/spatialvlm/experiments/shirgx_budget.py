@@ -951,6 +951,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--test-images", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None, help="AdamW rate of the rows")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--seeds", default=None, help="comma list: one run per seed in OUT/seed<S>, plus OUT/seeds.md")
@@ -964,6 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "out_dir": args.out, "rows": tuple(args.rows.split(",")) if args.rows else None,
         "families": tuple(args.families.split(",")) if args.families else None,
         "train_images": args.train_images, "test_images": args.test_images, "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
         "threads": args.threads, "seed": args.seed, "pretrain_steps": args.pretrain_steps,
         "freeze_vision": args.freeze_vision, "objective": args.objective,
         "diffusion_loss_weighting": args.diffusion_loss_weighting,
