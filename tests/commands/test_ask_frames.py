@@ -27,13 +27,13 @@ def fusion_free(tmp_path_factory):
 
 @pytest.mark.parametrize("policy", ["8", "1fps:64", "2fps:4", "all"])
 def test_ask_video_frames_are_evals(fusion_free, policy):
-    from spatialvlm.integrations.vlm2_predictor import VLM2Predictor
+    from spatialvlm.integrations.vlm2_predictor import VLM2VideoPredictor
     from spatialvlm.models import ask_video, load_vlm2
 
     video, model_dir = fusion_free
     model, processor = load_vlm2(model_dir)
     asked = ask_video(model, processor, video, "q", frames=policy, max_new_tokens=1).frame_indices
-    evaluated = VLM2Predictor(model_dir, frames=policy).answer(video, "q", max_new_tokens=1).details["frame_indices"]
+    evaluated = VLM2VideoPredictor(model_dir, frames=policy).answer(video, "q", max_new_tokens=1).details["frame_indices"]
     assert asked.tolist() == evaluated
     # Independent: 1 fps of a 10 fps, 30-frame video is every 10th frame; '2fps:4' (6 > 4 frames)
     # falls back to 4 uniform frames over the whole video.

@@ -58,3 +58,17 @@ def test_committed_base_loads_and_answers_in_the_trained_format():
     answer = ask_video(model, processor, item.frames.rgb, prompt, num_frames=None, max_new_tokens=4).text
     # A random model emits arbitrary tokens; the base learnt to answer a count with a number.
     assert official_float(answer) is not None, answer
+
+
+def test_ridge_probe_recovers_a_linear_answer_and_ignores_noise_features():
+    from spatialvlm.experiments.vlm2_probe import ridge_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = 3.0 * x[:, 0] + 2.0  # only the first feature matters
+    test = rng.normal(size=(50, 3))
+    predicted = ridge_probe(x, y, test, strength=1.0)
+    # λ = 1 against 400 standardised samples shrinks the slope by under 1 %.
+    np.testing.assert_allclose(predicted, 3.0 * test[:, 0] + 2.0, atol=0.05 * np.abs(3.0 * test[:, 0]).max())
+    # The intercept is not penalised: a constant target comes back exactly.
+    np.testing.assert_allclose(ridge_probe(x, np.full(400, 7.0), test, strength=100.0), 7.0)

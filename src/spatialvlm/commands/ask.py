@@ -9,11 +9,24 @@ new input (an image path) is a parser line and a function.
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "float16")
+
+# --diffusion-<flag>: a DiffusionConfig field each (same name with '_'), its type or choices, its help.
+DIFFUSION_FLAGS: tuple[tuple[str, type | tuple[str, ...], str], ...] = (
+    ("steps", int, "denoising steps in total, split evenly over the blocks (default: the answer length, "
+     "one token per step); LLaDA's example: 128 steps for 128 tokens in blocks of 32"),
+    ("block-length", int, "tokens per semi-autoregressive block; must divide --max-new-tokens (default: one block)"),
+    ("steps-per-block", int, "LaViDa's step_per_block: steps of each block (instead of --diffusion-steps)"),
+    ("remasking", ("low_confidence", "margin", "entropy", "random"),
+     "which masked positions are committed first (default low_confidence, LLaDA's)"),
+    ("cfg-scale", float, "classifier-free guidance scale (default 0: off)"),
+    ("attention", ("bidirectional", "prefix_dlm"),
+     "answer attention (default: the checkpoint's training attention; prefix_dlm: LaViDa's cached inference)"),
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the attention the checkpoint was trained with)",
     )
     parser.add_argument("--no-selector", action="store_true", help="--image: the base model's own image path")
+    diffusion = parser.add_argument_group(
+        "masked diffusion (--decoding diffusion; defaults: LLaDA generate()'s, see docs/diffusion.md)"
+    )
+    for flag, kind, meaning in DIFFUSION_FLAGS:
+        options = {"choices": kind} if isinstance(kind, tuple) else {"type": kind, "metavar": kind.__name__.upper()}
+        diffusion.add_argument(f"--diffusion-{flag}", dest=f"diffusion_{flag.replace('-', '_')}", help=meaning, **options)
     parser.add_argument(
         "--geometry",
         type=Path,
@@ -102,6 +121,8 @@ def _check_flags_match_input(args: argparse.Namespace) -> None:
         used = [name for name, on in (
             ("--budget", args.budget is not None), ("--decoding", args.decoding is not None),
             ("--no-selector", args.no_selector),
+            *((f"--diffusion-{flag}", getattr(args, f"diffusion_{flag.replace('-', '_')}") is not None)
+              for flag, _, _ in DIFFUSION_FLAGS),
         ) if on]
         kind, other = "--image", "--video"
     else:
@@ -139,6 +160,35 @@ def _frame_sampling(args: argparse.Namespace):
     return sampling
 
 
+def _diffusion_config(args: argparse.Namespace, mask_token_id: int):
+    """--diffusion-* as a DiffusionConfig (answer length: --max-new-tokens); None without diffusion."""
+    from ..models import DiffusionConfig
+
+    given = {
+        flag: getattr(args, f"diffusion_{flag.replace('-', '_')}") for flag, _, _ in DIFFUSION_FLAGS
+        if getattr(args, f"diffusion_{flag.replace('-', '_')}") is not None
+    }
+    if args.decoding != "diffusion":
+        if given:
+            named = " and ".join(f"--diffusion-{flag}" for flag in given)
+            verb, pronoun = ("apply", "them") if len(given) > 1 else ("applies", "it")
+            raise ValueError(f"{named} only {verb} to --decoding diffusion; add that or drop {pronoun}")
+        return None
+    if mask_token_id is None:
+        raise ValueError(f"the tokenizer of {args.model} has no mask token; --decoding diffusion needs a masked-diffusion model")
+    fields = {flag.replace("-", "_"): value for flag, value in given.items()}
+    try:
+        return DiffusionConfig(mask_token_id=mask_token_id, answer_length=args.max_new_tokens, **fields)
+    except ValueError as error:
+        # DiffusionConfig names its fields; the user typed flags.
+        names = {"answer_length": "--max-new-tokens"} | {
+            flag.replace("-", "_"): f"--diffusion-{flag}" for flag, _, _ in DIFFUSION_FLAGS
+        }
+        pattern = r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b"
+        message = re.sub(pattern, lambda match: names[match.group(1)], str(error))
+        raise ValueError(f"masked diffusion: {message}") from error
+
+
 def _coordinate_options(args: argparse.Namespace) -> dict:
     """--coordinate-normalization as a load_vlm2 flag; --coordinate-stats checked in one line."""
     from ..geometry import parse_coordinate_stats
@@ -153,7 +203,7 @@ def _coordinate_options(args: argparse.Namespace) -> dict:
     return {} if mode is None else {"coordinate_normalization": mode}
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, **flags):
     import torch
     from safetensors import SafetensorError
 
@@ -163,7 +213,9 @@ def _load(args: argparse.Namespace):
 
     try:
         with transformers_output(progress=not args.no_progress):
-            model, processor = load_vlm2(args.model, dtype=getattr(torch, args.dtype), device=args.device, **_coordinate_options(args))
+            model, processor = load_vlm2(
+                args.model, dtype=getattr(torch, args.dtype), device=args.device, **_coordinate_options(args), **flags
+            )
             if args.coordinate_stats:  # 'fixed' normalisation: the user's statistics
                 processor.coordinate_stats = parse_coordinate_stats(args.coordinate_stats)
             return model, processor
@@ -198,12 +250,11 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
             "pass --geometry DIR (frame_XXXXX.safetensors files, or ScanNet-style depth/ pose/), "
             "or --no-fusion to answer without it"
         )
-    model, processor = _load(args)
-    if args.no_fusion and model.config.use_spatial_fusion:
-        # What a model built with use_spatial_fusion=False computes: fuse_geometry is the identity.
-        model.model.spatial_fusion = None
-        model.config.use_spatial_fusion = False
-        print(f"--no-fusion: the fusion block of {args.model} is not run; answering from the frames alone", file=sys.stderr)
+    skip_fusion = args.no_fusion and config.get("use_spatial_fusion", True)
+    # --no-fusion builds the model without the block (its stored weights are left unread).
+    model, processor = _load(args, **({"use_spatial_fusion": False} if skip_fusion else {}))
+    if skip_fusion:
+        print(f"--no-fusion: the fusion block of {args.model} is not built; answering from the frames alone", file=sys.stderr)
     if (args.stats or args.viz) and not model.config.use_dual_memory:
         raise ValueError("--stats and --viz describe the dual memory, but this model has use_dual_memory=False")
     try:
@@ -247,20 +298,22 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
 
 def _ask_image(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
     from transformers import AutoTokenizer
 
-    from ..models import ShirgXImagePath
+    from ..models import ShirgXImagePath, load_shirgx_image_model
 
     from ..data.preprocess import load_image
     from .inputs import transformers_output, warn
 
     if args.no_selector and (args.viz or args.budget is not None):
         raise ValueError("--budget and --viz describe the SHIRG-X selection; drop --no-selector")
+    _diffusion_config(args, mask_token_id=0)  # a bad combination fails before the model loads
     image = load_image(args.image)  # before the model: a bad file fails in a second
     with transformers_output(progress=not args.no_progress):
-        model, selector, image_config = _load_image_model(args.model, getattr(torch, args.dtype), args.no_selector)
+        loaded = load_shirgx_image_model(args.model, getattr(torch, args.dtype), args.no_selector)
         tokenizer = AutoTokenizer.from_pretrained(args.model)
+    print(f"selector: {loaded.selector_source.replace('(no_selector:', '(--no-selector:')}", file=sys.stderr)
+    model, selector, image_config = loaded.model, loaded.selector, loaded.image_config
     model.to(args.device).eval()
     budget = None
     if selector is not None:
@@ -273,6 +326,7 @@ def _ask_image(args: argparse.Namespace) -> int:
     result = path.answer(
         image, args.question, tokenizer, decoding=args.decoding or "autoregressive", budget=budget,
         max_new_tokens=args.max_new_tokens,
+        diffusion_config=_diffusion_config(args, tokenizer.mask_token_id) if args.decoding == "diffusion" else None,
     )
     print(result.text)
     if not result.text:
@@ -286,57 +340,3 @@ def _ask_image(args: argparse.Namespace) -> int:
         plot_selection(image, result.selection, selector.config.grid, args.viz)
         print(f"selection picture saved to {args.viz}", file=sys.stderr)
     return 0
-
-
-def _load_image_model(directory: Path, dtype, no_selector: bool):
-    """``(model, selector or None, ShirgXImageConfig or None)`` for ``--image``.
-
-    A SHIRG-X training checkpoint (``spatialvlm train --task shirgx``) rebuilds its base model with
-    the projector adapters merged and its trained selector and image size. Any other directory is a
-    LLaVA-OneVision / VLM² model (only its SigLIP + projector + language model are loaded); a
-    selector saved beside it (``shirgx_selector.safetensors``, ``save_selector``) is used, else an
-    untrained one (zero coordinate embedding, default-budget head): the training-free SHIRG-X.
-    """
-    from ..models.shirgx_vlm import load_shirgx_base
-    from ..selection import SELECTOR_WEIGHTS_NAME, ShirgXConfig, ShirgXSelector, load_selector
-    from ..train.checkpoint import MANIFEST_NAME, CheckpointManifest, load_trained_model
-
-    if (directory / MANIFEST_NAME).is_file():
-        task = CheckpointManifest.load(directory).task
-        if task != "shirgx":
-            raise ValueError(f"{directory} is a '{task}' training checkpoint; --image reads SHIRG-X ('shirgx') ones")
-        trained = load_trained_model(directory, merge_lora=True, torch_dtype=dtype)
-        if no_selector:
-            _say_selector("none (--no-selector: the base model's own image path)")
-            return trained.model, None, None
-        _say_selector(f"the trained SHIRG-X selector of {directory} (spatialvlm train --task shirgx)")
-        return trained.model, trained.selector, trained.training_config.image_config()
-    from .inputs import transformers_output
-
-    is_vlm2 = json.loads((directory / "config.json").read_text()).get("model_type") == "vlm2"
-    # A VLM² checkpoint holds video modules the image path has no use for: transformers would list
-    # each of them as an UNEXPECTED key (~50 lines); one line below says what runs instead.
-    with transformers_output(reports=not is_vlm2):
-        model = load_shirgx_base(directory, dtype=dtype)
-    ignored = "; its VLM² video modules (fusion, memory) are not used" if is_vlm2 else ""
-    if no_selector:
-        _say_selector(f"none (--no-selector: the base model's own image path){ignored}")
-        return model, None, None
-    vision_dim = model.config.vision_config.hidden_size
-    if (directory / SELECTOR_WEIGHTS_NAME).is_file():
-        from ..models import ShirgXImageConfig
-
-        selector = load_selector(directory, vision_dim)
-        _say_selector(f"{directory / SELECTOR_WEIGHTS_NAME}{ignored}")
-        # The view's side follows the saved selector's grid (672 px for the default 48×48).
-        side = selector.config.grid[0] * model.config.vision_config.patch_size
-        return model, selector, ShirgXImageConfig(image_size=side)
-    _say_selector(
-        f"untrained SHIRG-X (no {SELECTOR_WEIGHTS_NAME} in {directory}): training-free scoring, "
-        f"zero coordinate embedding, untrained budget head{ignored}"
-    )
-    return model, ShirgXSelector(ShirgXConfig(vision_dim=vision_dim)), None
-
-
-def _say_selector(what: str) -> None:
-    print(f"selector: {what}", file=sys.stderr)

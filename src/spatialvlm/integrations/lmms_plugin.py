@@ -198,8 +198,7 @@ class SpatialVLMImage(lmms):
 
         # The same loading as `spatialvlm ask --image` (trained SHIRG-X checkpoint, or any LLaVA-OneVision
         # / VLM² directory with the training-free selector).
-        from spatialvlm.commands.ask import _load_image_model
-        from spatialvlm.models import ShirgXImagePath
+        from spatialvlm.models import ShirgXImagePath, load_shirgx_image_model
 
         if int(batch_size) != 1:
             raise ValueError(f"spatialvlm_shirgx answers one question at a time; got batch_size={batch_size}")
@@ -208,7 +207,8 @@ class SpatialVLMImage(lmms):
         if decoding not in ("autoregressive", "diffusion"):
             raise ValueError(f"spatialvlm_shirgx: decoding must be 'autoregressive' or 'diffusion', got {decoding!r}")
         no_selector = str(no_selector).lower() in ("1", "true", "yes")
-        model, selector, image_config = _load_image_model(Path(pretrained), getattr(torch, dtype), no_selector)
+        loaded = load_shirgx_image_model(Path(pretrained), getattr(torch, dtype), no_selector)
+        model, selector, image_config = loaded.model, loaded.selector, loaded.image_config
         model.to(device).eval()
         if selector is not None:
             selector.to(device=device, dtype=model.dtype).eval()

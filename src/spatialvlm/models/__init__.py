@@ -12,7 +12,14 @@ from .inference import VideoAnswer, answer_video_question, ask_video, generate_a
 from .llada import convert_llada_checkpoint
 from .processing import VLM2Processor, collate_video_geometry
 from .lavida_image import LavidaViews, lavida_anyres_tokens, lavida_anyres_views
-from .shirgx_vlm import ImageAnswer, ShirgXImageConfig, ShirgXImagePath, question_token_ids
+from .shirgx_vlm import (
+    ImageAnswer,
+    ShirgXImageConfig,
+    ShirgXImageModel,
+    ShirgXImagePath,
+    load_shirgx_image_model,
+    question_token_ids,
+)
 from .siglip import LayerAttention, ToMeSiglipOutput, layer_attention, tome_siglip_forward
 from .streaming import VLM2StreamingSession
 from .tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_onevision_config
@@ -36,6 +43,8 @@ __all__ = [
     "MaskedDiffusionGenerator",
     "ShirgXImageConfig",
     "ShirgXImagePath",
+    "ShirgXImageModel",
+    "load_shirgx_image_model",
     "ToMeSiglipOutput",
     "convert_llada_checkpoint",
     "GEOMETRY_INPUT_NAMES",

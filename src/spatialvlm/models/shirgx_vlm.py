@@ -45,6 +45,8 @@ __all__ = [
     "question_token_ids",
     "build_shirgx_base",
     "load_shirgx_base",
+    "ShirgXImageModel",
+    "load_shirgx_image_model",
 ]
 
 
@@ -486,3 +488,83 @@ class ShirgXImagePath(nn.Module):
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return f"<|im_start|>user\n<image>\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@dataclass
+class ShirgXImageModel:
+    """What :func:`load_shirgx_image_model` returns.
+
+    Attributes:
+        model: the LLaVA-OneVision-style model (SigLIP + projector + language model), on CPU.
+        selector: the SHIRG-X selector, or None for the base model's own image path.
+        image_config: the view the selector was trained with (None: ``ShirgXImageConfig()``'s defaults).
+        selector_source: one line saying which selector runs (``spatialvlm ask`` prints it).
+    """
+
+    model: nn.Module
+    selector: ShirgXSelector | None
+    image_config: ShirgXImageConfig | None
+    selector_source: str
+
+
+def load_shirgx_image_model(
+    directory: str | os.PathLike, dtype: torch.dtype | None = None, no_selector: bool = False
+) -> ShirgXImageModel:
+    """Load a checkpoint for the SHIRG-X image path (``spatialvlm ask --image``, the lmms-eval plugin).
+
+    A SHIRG-X training checkpoint (``spatialvlm train --task shirgx``) rebuilds its base model with
+    the projector adapters merged and its trained selector and image size. Any other directory is a
+    LLaVA-OneVision / VLM² model (only its SigLIP + projector + language model are loaded); a
+    selector saved beside it (``shirgx_selector.safetensors``, ``save_selector``) is used, else an
+    untrained one (zero coordinate embedding, default-budget head): the training-free SHIRG-X.
+
+    Args:
+        directory: the checkpoint directory.
+        dtype: model dtype (None keeps the stored one).
+        no_selector: load no selector (the base model's own image path).
+    """
+    import json
+    from pathlib import Path
+
+    from transformers.utils import logging as hf_logging
+
+    from ..selection import SELECTOR_WEIGHTS_NAME, ShirgXConfig, load_selector
+    from ..train.checkpoint import MANIFEST_NAME, CheckpointManifest, load_trained_model
+
+    directory = Path(directory)
+    base_path = "none (no_selector: the base model's own image path)"
+    if (directory / MANIFEST_NAME).is_file():
+        task = CheckpointManifest.load(directory).task
+        if task != "shirgx":
+            raise ValueError(f"{directory} is a '{task}' training checkpoint; the image path reads SHIRG-X ('shirgx') ones")
+        trained = load_trained_model(directory, merge_lora=True, torch_dtype=dtype)
+        if no_selector:
+            return ShirgXImageModel(trained.model, None, None, base_path)
+        return ShirgXImageModel(
+            trained.model, trained.selector, trained.training_config.image_config(),
+            f"the trained SHIRG-X selector of {directory} (spatialvlm train --task shirgx)",
+        )
+    is_vlm2 = json.loads((directory / "config.json").read_text()).get("model_type") == "vlm2"
+    # A VLM² checkpoint holds video modules the image path has no use for: transformers would list
+    # each of them as an UNEXPECTED key (~50 lines); the returned selector_source says so in one.
+    verbosity = hf_logging.get_verbosity()
+    if is_vlm2:
+        hf_logging.set_verbosity_error()
+    try:
+        model = load_shirgx_base(directory, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    ignored = "; its VLM² video modules (fusion, memory) are not used" if is_vlm2 else ""
+    if no_selector:
+        return ShirgXImageModel(model, None, None, base_path + ignored)
+    vision_dim = model.config.vision_config.hidden_size
+    if (directory / SELECTOR_WEIGHTS_NAME).is_file():
+        selector = load_selector(directory, vision_dim)
+        # The view's side follows the saved selector's grid (672 px for the default 48×48).
+        side = selector.config.grid[0] * model.config.vision_config.patch_size
+        return ShirgXImageModel(model, selector, ShirgXImageConfig(image_size=side), f"{directory / SELECTOR_WEIGHTS_NAME}{ignored}")
+    return ShirgXImageModel(
+        model, ShirgXSelector(ShirgXConfig(vision_dim=vision_dim)), None,
+        f"untrained SHIRG-X (no {SELECTOR_WEIGHTS_NAME} in {directory}): training-free scoring, "
+        f"zero coordinate embedding, untrained budget head{ignored}",
+    )

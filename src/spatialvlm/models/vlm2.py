@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -758,7 +759,17 @@ class VLM2ForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
         elif flags:
             kwargs["config"] = VLM2Config.from_base(kwargs["config"], **flags)
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        # Weights of a VLM² module the caller switched off (use_spatial_fusion=False on a fusion
+        # checkpoint) are expected to be left unread: transformers neither reports nor returns them
+        # as unexpected (post_init copies the class attribute, set for this call only); any other
+        # unexpected weight stays an error.
+        unused = {rf"^{re.escape(prefix)}" for flag, prefix in _MODULE_OF_FLAG.items() if flags.get(flag) is False}
+        ignored = cls._keys_to_ignore_on_load_unexpected
+        cls._keys_to_ignore_on_load_unexpected = set(ignored or ()) | unused if unused else ignored
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        finally:
+            cls._keys_to_ignore_on_load_unexpected = ignored
         _check_loaded_keys(pretrained_model_name_or_path, info)
         if load_adapter and _holds_converted_adapter(pretrained_model_name_or_path):
             model = _merge_adapter(model, Path(pretrained_model_name_or_path))
@@ -794,6 +805,10 @@ def _merge_adapter(model: VLM2ForConditionalGeneration, directory: Path) -> VLM2
     merged.vlm2_merged_adapter = str(directory)
     logger.info("VLM²: merged the LoRA adapter of %s", directory)
     return merged
+
+
+# The weights each VLM² module flag builds (prefixes of state-dict keys).
+_MODULE_OF_FLAG: dict[str, str] = {"use_spatial_fusion": "model.spatial_fusion.", "use_dual_memory": "model.dual_memory."}
 
 
 def _is_vlm2_key(key: str) -> bool:

@@ -275,8 +275,21 @@ class VLM2Task(TrainingTask):
         return VLM2Config.from_pretrained(directory)
 
     def load_model(self, model_path: str, config: Any, torch_dtype: torch.dtype | None = None):
+        """The model to train: a checkpoint directory, or a ``spatialvlm train`` output / its
+        ``checkpoint-N`` (no model.safetensors there: its base, its LoRA adapters merged and its
+        trained VLM² parts, as ``load_vlm2`` rebuilds it), so one run continues from another."""
         from ...models.vlm2 import VLM2ForConditionalGeneration
+        from ..checkpoint import MANIFEST_NAME, CheckpointManifest, load_trained_model
 
+        if (Path(model_path) / MANIFEST_NAME).is_file():
+            task = CheckpointManifest.load(model_path).task
+            if task != self.name:
+                raise ValueError(
+                    f"--model_name_or_path {model_path} is a '{task}' training output; --task {self.name} "
+                    "continues from a 'vlm2' one or a model directory"
+                )
+            model = load_trained_model(model_path, merge_lora=True, torch_dtype=torch_dtype, config=config)
+            return model.train(), list(model.vlm2_new_weights)
         extra = {} if torch_dtype is None else {"dtype": torch_dtype}
         model = VLM2ForConditionalGeneration.from_pretrained(model_path, config=config, **extra)
         return model, list(model.vlm2_new_weights)
