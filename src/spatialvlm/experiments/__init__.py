@@ -47,6 +47,11 @@ _SHIRGX_BUDGET = (
     "budget_results_markdown",
     "plot_budget_results",
     "run_budget_experiment",
+    "bootstrap_ci",
+    "full_resolution_coverage",
+    "pretrain_vision_tower",
+    "quick_config",
+    "seeds_summary_markdown",
 )
 __all__ += list(_SHIRGX_BUDGET)
 
