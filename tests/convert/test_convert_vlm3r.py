@@ -6,6 +6,7 @@ against a reference forward written here from VLM-3R's code: SigLIP → CrossAtt
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,34 +15,14 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from spatialvlm.convert import convert_vlm3r
-from spatialvlm.models.inference import load_vlm2
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fusion"))
+from vlm3r_reference import VLM3RCrossAttentionFusion  # noqa: E402
+
+from spatialvlm.convert import convert_vlm3r  # noqa: E402
+from spatialvlm.models.inference import load_vlm2  # noqa: E402
 
 RANK, ALPHA, GEOMETRY = 4, 8, 24
 TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-
-
-class CrossAttentionFusion(nn.Module):
-    """VLM-3R's multimodal_fusion_block/builder.py CrossAttentionFusion, rewritten from its code."""
-
-    def __init__(self, d_clip, d_spatial, num_heads=18):
-        super().__init__()
-        self.clip_norm = nn.LayerNorm(d_clip)
-        self.spatial_encoder_norm = nn.LayerNorm(d_spatial)
-        self.clip_query_proj = nn.Linear(d_clip, d_clip)
-        self.spatial_encoder_key_proj = nn.Linear(d_spatial, d_clip)
-        self.spatial_encoder_value_proj = nn.Linear(d_spatial, d_clip)
-        self.cross_attention = nn.MultiheadAttention(embed_dim=d_clip, num_heads=num_heads, batch_first=True)
-        self.out_norm = nn.LayerNorm(d_clip)
-        self.out_proj = nn.Linear(d_clip, d_clip)
-        self.dropout = nn.Dropout(0.1)
-
-    def forward(self, clip_features, spatial_features):
-        q = self.clip_query_proj(self.clip_norm(clip_features))
-        s = self.spatial_encoder_norm(spatial_features)
-        fused, _ = self.cross_attention(query=q, key=self.spatial_encoder_key_proj(s), value=self.spatial_encoder_value_proj(s))
-        fused = self.out_norm(self.out_proj(fused))  # out_proj, then out_norm, then the residual
-        return self.dropout(fused + clip_features)
 
 
 def write_release(folder, select_feature="all", fusion_block="cross_attention", seed=5):
@@ -49,7 +30,7 @@ def write_release(folder, select_feature="all", fusion_block="cross_attention", 
     find_all_linear_names collects them), non_lora_trainables.bin, config.json."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    fusion = CrossAttentionFusion(36, GEOMETRY)
+    fusion = VLM3RCrossAttentionFusion(36, GEOMETRY)
     with torch.no_grad():
         for module in fusion.modules():
             if isinstance(module, nn.LayerNorm):

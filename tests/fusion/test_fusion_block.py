@@ -1,36 +1,12 @@
 import pytest
 import torch
 from torch import nn
+from vlm3r_reference import VLM3RCrossAttentionFusion
 
 from spatialvlm.fusion import GeometryFusion, SpatialFusion, SpatialFusionConfig
 from spatialvlm.geometry import normalize_world_coords, points_to_patch_coords
 
 DIM, GEOMETRY_DIM, VIEW_DIM, HEADS = 48, 24, 16, 4
-
-
-class NaiveVLM3RFusion(nn.Module):
-    """VLM-3R's fusion written out step by step: the reference for 'both switches off'."""
-
-    def __init__(self, d_clip, d_spatial, num_heads, dropout):
-        super().__init__()
-        self.clip_norm = nn.LayerNorm(d_clip)
-        self.spatial_encoder_norm = nn.LayerNorm(d_spatial)
-        self.clip_query_proj = nn.Linear(d_clip, d_clip)
-        self.spatial_encoder_key_proj = nn.Linear(d_spatial, d_clip)
-        self.spatial_encoder_value_proj = nn.Linear(d_spatial, d_clip)
-        self.cross_attention = nn.MultiheadAttention(embed_dim=d_clip, num_heads=num_heads, batch_first=True)
-        self.out_norm = nn.LayerNorm(d_clip)
-        self.out_proj = nn.Linear(d_clip, d_clip)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, clip_features, spatial_features):
-        q = self.clip_query_proj(self.clip_norm(clip_features))
-        s = self.spatial_encoder_norm(spatial_features)
-        k = self.spatial_encoder_key_proj(s)
-        v = self.spatial_encoder_value_proj(s)
-        fused, _ = self.cross_attention(query=q, key=k, value=v)
-        fused = self.out_norm(self.out_proj(fused))
-        return self.dropout(fused + clip_features)
 
 
 def config(**overrides):
@@ -62,7 +38,7 @@ def with_randomised_norms(module):
 def test_both_switches_off_is_vlm3r_fusion(train):
     torch.manual_seed(0)
     block = with_randomised_norms(SpatialFusion(config(use_coordinate_injection=False, use_viewpoint_alignment=False)))
-    naive = NaiveVLM3RFusion(DIM, GEOMETRY_DIM, HEADS, 0.1)
+    naive = VLM3RCrossAttentionFusion(DIM, GEOMETRY_DIM, HEADS, 0.1)
     naive.load_state_dict(block.geometry_fusion.state_dict())  # VLM-3R checkpoints load the same way
     block.train(train), naive.train(train)
     x = frame_inputs()

@@ -5,38 +5,16 @@ CrossAttentionFusion written here from its code and fed as llava_arch.encode_ima
 import pytest
 import torch
 from torch import nn
+from vlm3r_reference import VLM3RCrossAttentionFusion
 
 from spatialvlm.fusion import SpatialFusion, SpatialFusionConfig
 
 DIM, WIDTH, HEADS = 36, 24, 18  # VLM-3R: 1152 / 768 / 18 heads; here the same head count, small widths
 
 
-class VLM3RCrossAttentionFusion(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.clip_norm = nn.LayerNorm(DIM)
-        self.spatial_encoder_norm = nn.LayerNorm(WIDTH)
-        self.clip_query_proj = nn.Linear(DIM, DIM)
-        self.spatial_encoder_key_proj = nn.Linear(WIDTH, DIM)
-        self.spatial_encoder_value_proj = nn.Linear(WIDTH, DIM)
-        self.cross_attention = nn.MultiheadAttention(embed_dim=DIM, num_heads=HEADS, batch_first=True)
-        self.out_norm = nn.LayerNorm(DIM)
-        self.out_proj = nn.Linear(DIM, DIM)
-        self.dropout = nn.Dropout(0.1)
-
-    def forward(self, clip_features, spatial_features):
-        s = self.spatial_encoder_norm(spatial_features)
-        fused, _ = self.cross_attention(
-            query=self.clip_query_proj(self.clip_norm(clip_features)),
-            key=self.spatial_encoder_key_proj(s),
-            value=self.spatial_encoder_value_proj(s),
-        )
-        return self.dropout(self.out_norm(self.out_proj(fused)) + clip_features)
-
-
 def _vlm3r_block(seed=0):
     torch.manual_seed(seed)
-    block = VLM3RCrossAttentionFusion()
+    block = VLM3RCrossAttentionFusion(DIM, WIDTH, HEADS)
     with torch.no_grad():
         for module in block.modules():
             if isinstance(module, nn.LayerNorm):

@@ -346,30 +346,11 @@ def _save_base(config: AblationConfig, directory: Path) -> None:
     """The shared starting point: a randomly initialised tiny model with every VLM² module off."""
     import torch
 
-    from ..models import VLM2ForConditionalGeneration, build_tiny_processor, tiny_vlm2_config
+    from ..models import VLM2ForConditionalGeneration, build_tiny_processor
+    from .vlm2_base import tiny_model_config
 
     torch.manual_seed(config.seed)
-    vision_heads = max(1, config.vision_hidden_size // 16)
-    model_config = tiny_vlm2_config(
-        vision_config=dict(
-            hidden_size=config.vision_hidden_size,
-            intermediate_size=2 * config.vision_hidden_size,
-            num_hidden_layers=config.vision_layers,
-            num_attention_heads=vision_heads,
-            image_size=config.image_size,
-        ),
-        text_config=dict(
-            hidden_size=config.text_hidden_size,
-            intermediate_size=2 * config.text_hidden_size,
-            num_hidden_layers=config.text_layers,
-            num_attention_heads=max(1, config.text_hidden_size // 16),
-            num_key_value_heads=max(1, config.text_hidden_size // 32),
-        ),
-        use_spatial_fusion=False,
-        use_dual_memory=False,
-        memory_num_heads=vision_heads,
-        fusion_num_heads=vision_heads,
-    )
+    model_config = tiny_model_config(config)
     VLM2ForConditionalGeneration(model_config).save_pretrained(directory)
     build_tiny_processor(model_config).save_pretrained(directory)
 

@@ -178,7 +178,10 @@ def _frames_and_labels(config: BaseConfig, split: str, scenes: int, frames_per_s
     return np.concatenate(pixels), np.concatenate(classes), np.concatenate(depths), np.concatenate(heights)
 
 
-def _model_config(config: BaseConfig):
+def tiny_model_config(config: Any):
+    """The tiny VLM² config (every VLM² module off) of an experiment config; ``config`` needs
+    ``vision_hidden_size``, ``vision_layers``, ``image_size``, ``text_hidden_size``, ``text_layers``
+    (``BaseConfig`` and the ablation's ``AblationConfig`` both have them)."""
     from ..models import tiny_vlm2_config
 
     vision_heads = max(1, config.vision_hidden_size // 16)
@@ -375,7 +378,7 @@ def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False
     stage_a_dir = out / "stage_a"
     if not (stage_a_dir / "config.json").is_file():
         torch.manual_seed(config.seed)
-        model_config = _model_config(config)
+        model_config = tiny_model_config(config)
         model = VLM2ForConditionalGeneration(model_config)
         processor = build_tiny_processor(model_config)
         _stage_a(config, model, processor, log)
