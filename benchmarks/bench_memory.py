@@ -8,7 +8,7 @@ Measures, side by side in one run (fp32, 2 threads, real dims D = 1152, working 
 2. the step at B = 1 as a share of one real-dims SigLIP so400m forward at 384 px (built from its
    config, random weights), for N = 196 and N = 729 (exact and compressed storage);
 3. resident memory over a long stream once the memories are full (default 5,000 frames);
-4. issue 14, before / after: "before" is ``legacy_memory.py`` (a frozen copy of the implementation
+4. issue 14, before / after: "before" is ``legacy_memory.py`` (the implementation, read from git at 281ff13, that
    issue 14 replaced: banks read at capacity with a mask, whole banks cloned under autograd),
    "after" the library, same weights, same inputs, same process:
    a. a step with one stored entry per memory against a full step (inference), B = 2, N = 64,
