@@ -126,3 +126,48 @@ def test_bad_training_data_is_reported_with_the_record(workspace, tmp_path):
     short = VideoConversationDataset(records, processor, DataArguments(num_frames=16), config, workspace)
     batch = VideoConversationCollator(processor.tokenizer.pad_token_id)([short[0]])
     assert batch["pixel_values_videos"].shape[1] == 8 and bool(batch["video_frame_mask"].all())
+
+
+def test_video_cache_decodes_each_video_once_and_gives_the_same_items(workspace, monkeypatch):
+    """Two questions on one video: with a cache the video and its geometry are read once, and every
+    item equals the uncached one (pixels to float16 precision, geometry and text exactly)."""
+    import spatialvlm.train.tasks.vlm2 as task_module
+
+    config = tiny_vlm2_config(use_spatial_fusion=True)
+    processor = VLM2Processor.from_pretrained(workspace / "base")
+    record = json.loads((workspace / "data.json").read_text())[0]
+    second = {**record, "id": "scene0_q1",
+              "conversations": [record["conversations"][0], {"from": "gpt", "value": "seven"}]}
+    records = [record, second]
+    plain = VideoConversationDataset(records, processor, DataArguments(num_frames=8), config, workspace)
+    expected = [plain[0], plain[1]]
+
+    reads = {"video": 0, "geometry": 0}
+    read_video, load_source = task_module.read_video, task_module.load_geometry_source
+
+    def counting_read(*args, **kwargs):
+        reads["video"] += 1
+        return read_video(*args, **kwargs)
+
+    def counting_load(*args, **kwargs):
+        reads["geometry"] += 1
+        return load_source(*args, **kwargs)
+
+    monkeypatch.setattr(task_module, "read_video", counting_read)
+    monkeypatch.setattr(task_module, "load_geometry_source", counting_load)
+    cache: dict = {}
+    cached = VideoConversationDataset(records, processor, DataArguments(num_frames=8), config, workspace, video_cache=cache)
+    items = [cached[0], cached[1], cached[0]]
+    assert reads == {"video": 1, "geometry": 1}
+    for item, reference in zip(items, expected + expected[:1]):
+        assert set(item) == set(reference)
+        for name, value in reference.items():
+            if name == "pixel_values_videos":
+                torch.testing.assert_close(item[name], value, atol=2e-3, rtol=0)
+            else:
+                assert torch.equal(item[name], value), name
+    assert not torch.equal(items[0]["labels"], items[1]["labels"])
+    # Other geometry settings are another entry, not a stale one.
+    processor.coordinate_clip = 2.0
+    VideoConversationDataset(records, processor, DataArguments(num_frames=8), config, workspace, video_cache=cache)[0]
+    assert reads == {"video": 1, "geometry": 2}

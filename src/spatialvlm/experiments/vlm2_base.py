@@ -322,8 +322,11 @@ def _stage_b(config: BaseConfig, stage_a_dir: Path, out: Path, log: dict) -> Pat
         dataloader_num_workers=0, disable_tqdm=not config.progress, prediction_loss_only=True,
     )
     run = prepare_training(model_args, data_args, training_args, task="vlm2")
+    # Each video carries about ten questions: decode it once (float16 frames, ≈ 2.4 MB per video).
+    run.trainer.train_dataset.video_cache = {}
     held_data = DataArguments(data_path=str(held_path), num_frames=config.num_frames)
     held, collator = get_task("vlm2").build_train_data(run.trainer.processing_class, held_data, run.trainer.model.config)
+    held.video_cache = {}
     before = held_out_loss(run.trainer.model, held, collator, config.lm_batch_size)
     run.trainer.train()
     after = held_out_loss(run.trainer.model, held, collator, config.lm_batch_size)

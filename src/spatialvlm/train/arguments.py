@@ -70,6 +70,7 @@ MODEL_FLAG_NAMES: tuple[str, ...] = (
     "geometry_dim",
     "view_dim",
     "fusion_num_heads",
+    "fusion_dropout",
 )
 
 
@@ -142,6 +143,7 @@ class ModelArguments:
     fusion_num_heads: int | None = field(
         default=None, metadata={"help": "Heads of the fusion cross-attention (18; must divide the vision width)."}
     )
+    fusion_dropout: float | None = field(default=None, metadata={"help": "Dropout of the fusion block (0.1)."})
     # What trains.
     mm_tunable_parts: str | None = field(
         default=None,

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -86,6 +87,9 @@ class VideoConversationDataset(Dataset):
         data_args: frame count, memory mode, folders, length limit.
         config: the model's ``VLM2Config`` (whether geometry is needed, its preprocessing).
         root: folder relative paths start from when ``video_folder`` / ``geometry_folder`` are unset.
+        video_cache: a dict to keep each video's decoded frames (float16) and geometry in, keyed
+            by path, so the questions of one video decode it once; share one dict between datasets
+            over the same videos. None (default): read every item from disk.
 
     Items: ``input_ids`` (L,), ``labels`` (L,), ``pixel_values_videos`` (T, 3, S, S) and the
     geometry inputs with a leading (T,). In ``stream`` mode the prompt holds the visual tokens of the
@@ -99,8 +103,10 @@ class VideoConversationDataset(Dataset):
         data_args: DataArguments,
         config: Any,
         root: str | os.PathLike = ".",
+        video_cache: dict | None = None,
     ) -> None:
         self.records = list(records)
+        self.video_cache = video_cache
         self.processor = processor
         self.data_args = data_args
         self.config = config
@@ -123,17 +129,11 @@ class VideoConversationDataset(Dataset):
         record = self.records[index]
         stream = self.data_args.memory_mode == "stream"
         # Stream chunks need every sample to have all its frames; per-sample batches pad shorter videos.
-        clip = read_video(
-            self.video_folder / record["video"], self.data_args.num_frames, allow_fewer=not stream,
-            sampling=self.data_args.frame_sampling,
-        )
-        item: dict[str, Tensor] = {"pixel_values_videos": self.processor.preprocess_frames(clip.frames)}
+        clip, pixels = self._frames(self.video_folder / record["video"], stream)
+        item: dict[str, Tensor] = {"pixel_values_videos": pixels}
         if self.config.needs_geometry:
-            source = load_geometry_source(self.geometry_folder / record["geometry"])
-            check_metric_scale(source, self.processor.coordinate_normalization)
-            geometry, _ = self.processor.prepare_geometry(read_frames(source, clip.indices.tolist()))
-            item.update(geometry)
-        shown_frames = self.data_args.stream_chunk_frames if stream else len(clip)
+            item.update(self._geometry(self.geometry_folder / record["geometry"], clip.indices))
+        shown_frames = self.data_args.stream_chunk_frames if stream else pixels.shape[0]
         messages = to_chat_messages(
             record["conversations"], self.processor.video_token, aliases=(self.processor.image_token,)
         )
@@ -154,6 +154,34 @@ class VideoConversationDataset(Dataset):
             raise ValueError(f"record {index} ({record.get('id', 'no id')}): {error}") from error
         item.update(input_ids=input_ids, labels=labels)
         return item
+
+    def _frames(self, path: Path, stream: bool) -> tuple[Any, Tensor]:
+        """The sampled clip (frames dropped once cached) and its preprocessed pixels (T, 3, S, S)."""
+        key = ("video", str(path), self.data_args.num_frames, self.data_args.frame_sampling, stream)
+        if self.video_cache is not None and key in self.video_cache:
+            clip, pixels = self.video_cache[key]
+            return clip, pixels.float()
+        clip = read_video(path, self.data_args.num_frames, allow_fewer=not stream, sampling=self.data_args.frame_sampling)
+        pixels = self.processor.preprocess_frames(clip.frames)
+        if self.video_cache is not None:
+            # float16 halves the memory; its 11-bit mantissa is far below one 8-bit level of a pixel.
+            self.video_cache[key] = (dataclasses.replace(clip, frames=clip.frames[:0]), pixels.half())
+        return clip, pixels
+
+    def _geometry(self, folder: Path, indices: Any) -> dict[str, Tensor]:
+        """The model's geometry inputs for the sampled frames of one video's geometry folder."""
+        processor = self.processor
+        settings = (processor.coordinate_normalization, processor.coordinate_clip, processor.patches_per_side,
+                    processor.point_confidence_threshold)
+        key = ("geometry", str(folder), tuple(indices.tolist()), settings)
+        if self.video_cache is not None and key in self.video_cache:
+            return dict(self.video_cache[key])
+        source = load_geometry_source(folder)
+        check_metric_scale(source, self.processor.coordinate_normalization)
+        geometry, _ = self.processor.prepare_geometry(read_frames(source, indices.tolist()))
+        if self.video_cache is not None:
+            self.video_cache[key] = dict(geometry)
+        return geometry
 
 
 class VideoConversationCollator:
