@@ -72,3 +72,35 @@ def test_ridge_probe_recovers_a_linear_answer_and_ignores_noise_features():
     np.testing.assert_allclose(predicted, 3.0 * test[:, 0] + 2.0, atol=0.05 * np.abs(3.0 * test[:, 0]).max())
     # The intercept is not penalised: a constant target comes back exactly.
     np.testing.assert_allclose(ridge_probe(x, np.full(400, 7.0), test, strength=100.0), 7.0)
+
+
+def test_probe_reads_the_video_tokens_the_language_model_receives(tmp_path, monkeypatch):
+    """``lm_input_features`` pools exactly the video features ``ask_video`` hands to the LM."""
+    import torch
+
+    import spatialvlm.models.inference as inference
+    from spatialvlm.data.synthetic import SynthConfig, generate_split
+    from spatialvlm.experiments.vlm2_probe import lm_input_features
+    from spatialvlm.models import VLM2ForConditionalGeneration, ask_video, build_tiny_processor
+    from spatialvlm.models.vlm2 import tiny_vlm2_config
+
+    config = tiny_vlm2_config(use_spatial_fusion=True, use_dual_memory=True)
+    generate_split(tmp_path, SynthConfig(num_scenes=1, num_frames=8, image_size=config.vision_config.image_size,
+                                         split="test"), show_progress=False)
+    video, geometry = tmp_path / "synthetic" / "test_00000.mp4", tmp_path / "synthetic" / "test_00000_geometry"
+    torch.manual_seed(0)
+    model = VLM2ForConditionalGeneration(config).eval()
+    processor = build_tiny_processor(config)
+
+    seen = {}
+
+    def record(model, processor, prompt, video_features, *args):
+        seen["features"] = video_features
+        return "", 0
+
+    monkeypatch.setattr(inference, "generate_answer", record)
+    with torch.no_grad():
+        ask_video(model, processor, str(video), "How big is the room?", geometry=str(geometry), num_frames=8)
+    tokens = seen["features"].reshape(-1, seen["features"].shape[-1]).numpy()
+    probed = lm_input_features(model, processor, video, geometry, 8)
+    np.testing.assert_allclose(probed, np.concatenate([tokens.mean(0), tokens.max(0)]), atol=1e-5)

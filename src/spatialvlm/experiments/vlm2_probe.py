@@ -10,6 +10,11 @@ Per scene, three feature sets of what the VLM² rows receive, each pooled over t
   point map in the first camera's frame, metres (``coordinate_normalization="metric"``);
 - ``per-video``: the same after per-video normalisation (median centre, median spread).
 
+With ``--models NAME=DIR,...`` (trained ablation rows), one more set per model: the video tokens
+its language model receives (``get_video_features``: after fusion, memory, projector and pooling),
+mean and max over the clip's tokens. A set that carries an answer while the row's own answer is a
+constant shows the loss in the language model's read-out, not in the inputs.
+
 A ridge regression (standardised features, λ = 1) fitted on training scenes predicts the room's
 floor area and the counted category's count of held-out scenes; scores are official MRA. A feature
 set that predicts an answer linearly carries it; a trained row that does worse lost it on the way.
@@ -24,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["scene_features", "ridge_probe", "main"]
+__all__ = ["scene_features", "lm_input_features", "ridge_probe", "main"]
 
 
 def _patch_points(geometry_dir: Path, frames: Sequence[int], side: int, patch: int) -> np.ndarray:
@@ -70,6 +75,24 @@ def scene_features(model, processor, video: Path, geometry_dir: Path, num_frames
     }
 
 
+def lm_input_features(model, processor, video: Path, geometry_dir: Path, num_frames: int) -> np.ndarray:
+    """Mean and max over the clip of the video tokens ``model``'s language model receives, (2·Dt,)."""
+    import torch
+
+    from ..data.video import read_video
+    from ..models import load_video_geometry
+
+    clip = read_video(video, num_frames)
+    geometry = None
+    if model.config.needs_geometry:
+        geometry = load_video_geometry(geometry_dir, clip.indices, coordinate_normalization=processor.coordinate_normalization)
+    batch = processor(processor.video_token, videos=clip.frames, geometry=geometry)
+    inputs = {name: value for name, value in batch.items() if name not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        tokens = model.model.get_video_features(**inputs).pooler_output[0].float().numpy()  # (S, Dt)
+    return np.concatenate([tokens.mean(0), tokens.max(0)])
+
+
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Ridge regression on standardised features (intercept unpenalised); predictions for ``test_x``."""
     mean, scale = train_x.mean(0), train_x.std(0) + 1e-8
@@ -105,22 +128,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-scenes", type=int, default=120)
     parser.add_argument("--test-scenes", type=int, default=100)
     parser.add_argument("--num-frames", type=int, default=32)
+    parser.add_argument("--models", default="", help="NAME=DIR,...: trained rows whose LM inputs are probed too")
     parser.add_argument("--out", help="write the scores as json here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = Path(args.data)
     model, processor = load_vlm2(args.base)
+    trained = {}
+    for entry in filter(None, (part.strip() for part in args.models.split(","))):
+        name, _, directory = entry.partition("=")
+        if not directory:
+            parser.error(f"--models entries are NAME=DIR; got {entry!r}")
+        trained[name] = load_vlm2(directory)
     table: dict[str, dict[str, list]] = {}
     for split, count in (("train", args.train_scenes), ("test", args.test_scenes)):
         targets = _targets(data, split, count)
         rows = []
         for name in tqdm(targets, desc=f"probe features {split}"):
-            feats = scene_features(model, processor, data / "synthetic" / f"{name}.mp4", data / "synthetic" / f"{name}_geometry", args.num_frames)
+            video, geometry_dir = data / "synthetic" / f"{name}.mp4", data / "synthetic" / f"{name}_geometry"
+            feats = scene_features(model, processor, video, geometry_dir, args.num_frames)
+            for label, (row_model, row_processor) in trained.items():
+                feats[f"LM input: {label}"] = lm_input_features(row_model, row_processor, video, geometry_dir, args.num_frames)
             rows.append((name, feats, targets[name]))
         table[split] = rows
     results: dict[str, dict[str, float]] = {}
     sets = {"vision": ["vision"], "metric": ["metric"], "per-video": ["per-video"],
-            "vision + metric": ["vision", "metric"], "vision + per-video": ["vision", "per-video"]}
+            "vision + metric": ["vision", "metric"], "vision + per-video": ["vision", "per-video"],
+            **{f"LM input: {label}": [f"LM input: {label}"] for label in trained}}
     for question in ("room_size_estimation", "object_counting"):
         train = [(f, t[question]) for _, f, t in table["train"] if question in t]
         test = [(f, t[question]) for _, f, t in table["test"] if question in t]
