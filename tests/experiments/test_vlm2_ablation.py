@@ -119,3 +119,13 @@ def test_smoke_run_scores_saves_and_reloads(tmp_path):
             geometry=data / f"{record['scene_name']}_geometry", num_frames=4,
         ).text
         assert answer == record["prediction"]
+
+
+def test_modal_answer_share_counts_constant_answers_per_type():
+    from spatialvlm.experiments.vlm2_ablation import modal_answer_share
+
+    rows = [{"question_type": "count", "prediction": p} for p in ("2", "2", "2", "3")]
+    rows += [{"question_type": "room", "prediction": p} for p in ("30", " 30", "41", "55", "60")]
+    # count: 3 of 4 are the modal "2"; room: 2 of 5 are "30" (whitespace ignored) → mean of 75 % and 40 %.
+    assert modal_answer_share(rows) == pytest.approx((75.0 + 40.0) / 2)
+    assert modal_answer_share([{"question_type": "a", "prediction": "x"}] * 3) == 100.0

@@ -45,6 +45,7 @@ __all__ = [
     "QUICK",
     "QUICK_VARIANTS",
     "summarise",
+    "modal_answer_share",
     "plot_training_curves",
     "VARIANTS",
     "BASELINES",
@@ -253,6 +254,9 @@ class RowSummary:
         overall_ci: bootstrap 95 % interval of the seed-mean overall, resampling held-out questions.
         tasks: per-task official score, mean over seeds.
         numerical_mean: mean of the four numerical tasks' seed-mean scores.
+        modal_share: percent of held-out answers equal to the row's most common answer to their
+            question type (mean over types and seeds): 100 means one constant answer per type,
+            i.e. the video was ignored.
     """
 
     name: str
@@ -264,6 +268,7 @@ class RowSummary:
     tasks: dict[str, float]
     numerical_mean: float
     numerical_std: float
+    modal_share: float = float("nan")
 
 
 @dataclass
@@ -676,6 +681,18 @@ def _official_overall(scores: Any, task_of: Sequence[str], sub_of: Sequence[str]
     return 100 * np.mean(task_scores, 0)
 
 
+def modal_answer_share(records: Sequence[dict[str, Any]]) -> float:
+    """Percent of answers equal to the most common answer of their question type, averaged over
+    types (``records``: rows of ``predictions.jsonl`` with ``question_type`` and ``prediction``)."""
+    from collections import Counter
+
+    by_type: dict[str, Counter] = {}
+    for record in records:
+        by_type.setdefault(record["question_type"], Counter())[str(record["prediction"]).strip()] += 1
+    shares = [counts.most_common(1)[0][1] / sum(counts.values()) for counts in by_type.values()]
+    return 100.0 * sum(shares) / max(1, len(shares))
+
+
 def summarise(results: Sequence[VariantResult], out: Path, order: Sequence[str], samples: int = 1000) -> list[RowSummary]:
     """Per-row mean ± std over seeds and a bootstrap 95 % CI over the held-out questions.
 
@@ -689,11 +706,12 @@ def summarise(results: Sequence[VariantResult], out: Path, order: Sequence[str],
     rows = []
     for name in [n for n in order if any(r.name == n for r in results)]:
         runs = sorted((r for r in results if r.name == name), key=lambda r: r.seed)
-        matrices, task_of, sub_of = [], None, None
+        matrices, task_of, sub_of, modal = [], None, None, []
         for run in runs:
             path = out / "runs" / name / f"seed{run.seed}" / "eval" / "predictions.jsonl"
             records = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: str(r["id"]))
             matrices.append([float(r["score_official"]) for r in records])
+            modal.append(modal_answer_share(records))
             sub_of = [r["question_type"] for r in records]
             task_of = [next(t for t in VSI_TASKS if q.startswith(t)) for q in sub_of]
         scores = np.asarray(matrices)  # (S, n)
@@ -714,6 +732,7 @@ def summarise(results: Sequence[VariantResult], out: Path, order: Sequence[str],
             overall_mean=float(overall.mean()), overall_std=float(overall.std(ddof=1)) if len(runs) > 1 else 0.0,
             overall_ci=(float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))), tasks=tasks,
             numerical_mean=float(numerical.mean()), numerical_std=float(numerical.std(ddof=1)) if len(runs) > 1 else 0.0,
+            modal_share=float(np.mean(modal)),
         ))
     return rows
 
@@ -737,14 +756,15 @@ def results_markdown(rows: Sequence[RowSummary], results: Sequence[VariantResult
         "room_size_estimation": "room size", "object_rel_distance": "rel dist", "object_rel_direction": "rel dir",
         "route_planning": "route", "obj_appearance_order": "appear order",
     }
-    header = ["variant", *(short[task] for task in VSI_TASKS), "numerical (4)", "overall", "95 % CI", "seeds"]
+    header = ["variant", *(short[task] for task in VSI_TASKS), "numerical (4)", "overall", "95 % CI", "seeds",
+              "modal answer %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [f"{row.tasks[task]:.1f}" if task in row.tasks and not math.isnan(row.tasks[task]) else "–" for task in VSI_TASKS]
         lines.append(
             f"| {row.name} | " + " | ".join(cells)
             + f" | {row.numerical_mean:.1f} ± {row.numerical_std:.1f} | **{row.overall_mean:.1f} ± {row.overall_std:.1f}**"
-            + f" | {row.overall_ci[0]:.1f}–{row.overall_ci[1]:.1f} | {len(row.seeds)} |"
+            + f" | {row.overall_ci[0]:.1f}–{row.overall_ci[1]:.1f} | {len(row.seeds)} | {row.modal_share:.0f} |"
         )
     if results:
         lines += ["", "| variant | seed | trained params | train loss | held-out loss | overall | train s | eval s |",
