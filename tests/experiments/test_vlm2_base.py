@@ -104,3 +104,15 @@ def test_probe_reads_the_video_tokens_the_language_model_receives(tmp_path, monk
     tokens = seen["features"].reshape(-1, seen["features"].shape[-1]).numpy()
     probed = lm_input_features(model, processor, video, geometry, 8)
     np.testing.assert_allclose(probed, np.concatenate([tokens.mean(0), tokens.max(0)]), atol=1e-5)
+
+
+def test_description_scores_compare_category_sets_and_pick_the_best_constant():
+    from spatialvlm.experiments.vlm2_describe import best_constant_set, description_categories, jaccard
+
+    assert description_categories("2 chair, sofa, 3 lamp") == {"chair", "sofa", "lamp"}
+    assert description_categories("") == set()
+    assert jaccard({"chair", "sofa"}, {"sofa", "tv", "lamp"}) == 0.25
+    truths = [{"chair", "sofa"}, {"chair"}, {"chair", "tv"}, {"chair", "sofa", "lamp"}]
+    # Ranked: chair (4), sofa (2), then tv / lamp (1). {chair}: (1/2 + 1 + 1/2 + 1/3) / 4 = 0.583;
+    # {chair, sofa}: (1 + 1/2 + 1/3 + 2/3) / 4 = 0.625; a third category only lowers it.
+    assert best_constant_set(truths) == {"chair", "sofa"}
