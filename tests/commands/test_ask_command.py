@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from spatialvlm.cli import main
 
-from cli_helpers import one_line_error, spatialvlm
+from cli_helpers import main_error, one_line_error, spatialvlm
 
 
 def _copy_model(cli_inputs, tmp_path, name="model"):
@@ -28,16 +28,6 @@ def _copy_model(cli_inputs, tmp_path, name="model"):
 
 def _copy_geometry(cli_inputs, tmp_path):
     return shutil.copytree(cli_inputs.geometry, tmp_path / "geometry")
-
-
-def main_error(argv, capsys) -> str:
-    """``main(argv)``'s one error line (exit 2, nothing else but warnings on stderr)."""
-    code = main([str(token) for token in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip() and ": warning:" not in line]
-    assert len(lines) == 1 and lines[0].startswith("spatialvlm "), err
-    return lines[0]
 
 
 def _ask(cli_inputs, *extra, model=None, geometry=True):

@@ -116,3 +116,14 @@ def test_description_scores_compare_category_sets_and_pick_the_best_constant():
     # Ranked: chair (4), sofa (2), then tv / lamp (1). {chair}: (1/2 + 1 + 1/2 + 1/3) / 4 = 0.583;
     # {chair, sofa}: (1 + 1/2 + 1/3 + 2/3) / 4 = 0.625; a third category only lowers it.
     assert best_constant_set(truths) == {"chair", "sofa"}
+
+
+def test_named_paths_of_the_probe_flags():
+    import pytest
+
+    from spatialvlm.experiments.vlm2_probe import parse_named_paths
+
+    assert parse_named_paths(" vision=a/b , vlm2=c=d,") == {"vision": "a/b", "vlm2": "c=d"}
+    assert parse_named_paths("") == {}
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        parse_named_paths("vision")

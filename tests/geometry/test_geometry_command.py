@@ -21,6 +21,7 @@ import torch
 from spatialvlm.cli import main
 from spatialvlm.data.video import uniform_frame_indices, write_video
 from spatialvlm.geometry import PrecomputedGeometrySource, load_frame_geometry, read_frames
+from cli_helpers import main_error
 
 FAKES = Path(__file__).parent / "fake_packages"
 SPATIALVLM = str(Path(sys.executable).parent / "spatialvlm")
@@ -33,16 +34,6 @@ def run(*args, pythonpath=(FAKES,), env=None):
     environment.pop("SPATIALVLM_DEBUG", None)
     environment.update(env or {})
     return subprocess.run([SPATIALVLM, *map(str, args)], capture_output=True, text=True, env=environment, timeout=600)
-
-
-def main_error(argv, capsys) -> str:
-    """``spatialvlm ...`` run in-process: its one error line (exit 2, no traceback)."""
-    code = main([str(token) for token in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip() and ": warning:" not in line]
-    assert len(lines) == 1 and lines[0].startswith("spatialvlm "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

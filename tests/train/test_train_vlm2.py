@@ -167,7 +167,12 @@ def test_video_cache_decodes_each_video_once_and_gives_the_same_items(workspace,
             else:
                 assert torch.equal(item[name], value), name
     assert not torch.equal(items[0]["labels"], items[1]["labels"])
-    # Other geometry settings are another entry, not a stale one.
+    # The first read and a cached one give the same item.
+    assert torch.equal(items[0]["pixel_values_videos"], items[2]["pixel_values_videos"])
+    # Other geometry settings are another entry, not a stale one; so are other pixel settings.
     processor.coordinate_clip = 2.0
     VideoConversationDataset(records, processor, DataArguments(num_frames=8), config, workspace, video_cache=cache)[0]
     assert reads == {"video": 1, "geometry": 2}
+    processor.image_std = (0.25, 0.25, 0.25)
+    VideoConversationDataset(records, processor, DataArguments(num_frames=8), config, workspace, video_cache=cache)[0]
+    assert reads == {"video": 2, "geometry": 2}

@@ -16,8 +16,9 @@ import argparse
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from statistics import fmean
 
 __all__ = ["description_categories", "jaccard", "best_constant_set", "main"]
 
@@ -48,17 +49,13 @@ def _descriptions(data: Path, split: str, scenes: int | None) -> list[tuple[str,
             if record["id"].endswith("_description")]
 
 
-def _mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return sum(values) / max(1, len(values))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from tqdm.auto import tqdm
 
     from ..models import ask_video, load_vlm2
     from .vlm2_base import DESCRIPTION_PROMPT
+    from .vlm2_probe import parse_named_paths
 
     parser = argparse.ArgumentParser(prog="python -m spatialvlm.experiments.vlm2_describe", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="benchmark directory with train and test splits")
@@ -69,16 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = Path(args.data)
-    models = {}
-    for entry in filter(None, (part.strip() for part in args.models.split(","))):
-        name, _, directory = entry.partition("=")
-        if not directory:
-            parser.error(f"--models entries are NAME=DIR; got {entry!r}")
-        models[name] = directory
+    try:
+        models = parse_named_paths(args.models)
+    except ValueError as error:
+        parser.error(str(error))
     test = _descriptions(data, "test", args.scenes)
     truths = [description_categories(text) for _, text in test]
     constant = best_constant_set([description_categories(text) for _, text in _descriptions(data, "train", None)])
-    results = {"constant": {"answer": ", ".join(sorted(constant)), "jaccard": _mean(jaccard(constant, t) for t in truths)}}
+    results = {"constant": {"answer": ", ".join(sorted(constant)), "jaccard": fmean(jaccard(constant, t) for t in truths)}}
     for name, directory in models.items():
         model, processor = load_vlm2(directory)
         model.eval()
@@ -88,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 answers.append(ask_video(model, processor, str(data / video), DESCRIPTION_PROMPT,
                                          num_frames=args.num_frames, max_new_tokens=30).text)
         results[name] = {
-            "jaccard": _mean(jaccard(description_categories(a), t) for a, t in zip(answers, truths)),
+            "jaccard": fmean(jaccard(description_categories(a), t) for a, t in zip(answers, truths)),
             "distinct_answers": len(set(answers)), "answers": answers,
         }
     print(f"| answer ({len(test)} test scenes) | category-set Jaccard |\n|---|---:|")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["scene_features", "lm_input_features", "ridge_probe", "main"]
+__all__ = ["scene_features", "lm_input_features", "ridge_probe", "parse_named_paths", "main"]
 
 
 def _patch_points(geometry_dir: Path, frames: Sequence[int], side: int, patch: int) -> np.ndarray:
@@ -93,6 +93,17 @@ def lm_input_features(model, processor, video: Path, geometry_dir: Path, num_fra
     return np.concatenate([tokens.mean(0), tokens.max(0)])
 
 
+def parse_named_paths(text: str) -> dict[str, str]:
+    """``"a=DIR,b=DIR2"`` → ``{"a": "DIR", "b": "DIR2"}`` (the ``--models`` flag of the probes)."""
+    named = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, path = entry.partition("=")
+        if not name or not path:
+            raise ValueError(f"--models entries are NAME=DIR; got {entry!r}")
+        named[name] = path
+    return named
+
+
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Ridge regression on standardised features (intercept unpenalised); predictions for ``test_x``."""
     mean, scale = train_x.mean(0), train_x.std(0) + 1e-8
@@ -134,12 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     data = Path(args.data)
     model, processor = load_vlm2(args.base)
-    trained = {}
-    for entry in filter(None, (part.strip() for part in args.models.split(","))):
-        name, _, directory = entry.partition("=")
-        if not directory:
-            parser.error(f"--models entries are NAME=DIR; got {entry!r}")
-        trained[name] = load_vlm2(directory)
+    try:
+        named = parse_named_paths(args.models)
+    except ValueError as error:
+        parser.error(str(error))
+    trained = {name: load_vlm2(directory) for name, directory in named.items()}
     table: dict[str, dict[str, list]] = {}
     for split, count in (("train", args.train_scenes), ("test", args.test_scenes)):
         targets = _targets(data, split, count)

@@ -107,6 +107,12 @@ class SyntheticImage:
     rendered: RenderedImage
 
 
+_MAKERS = {
+    "marks": make_mark_grid, "glyphs": make_glyph_grid, "bars": make_bar_chart, "layout": make_layout,
+    "dense_marks": make_dense_marks, "dense_glyphs": make_dense_glyphs, "dense_bars": make_dense_bars,
+}
+
+
 def make_image(config: ImageSuiteConfig, index: int) -> SyntheticImage:
     """Draw image ``index`` of ``config.split``."""
     unknown = sorted(set(config.families) - set(ALL_FAMILIES))
@@ -116,21 +122,8 @@ def make_image(config: ImageSuiteConfig, index: int) -> SyntheticImage:
         raise ValueError(f"questions_per_image must be >= 1; got {config.questions_per_image}")
     family = config.families[index % len(config.families)]
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, zlib.crc32(config.split.encode()), index]))
-    size, count = config.image_size, config.questions_per_image
-    if family == "marks":
-        rendered = make_mark_grid(rng, size, config.marks, count)
-    elif family == "glyphs":
-        rendered = make_glyph_grid(rng, size, config.glyphs, count)
-    elif family == "bars":
-        rendered = make_bar_chart(rng, size, config.bars, count)
-    elif family == "dense_marks":
-        rendered = make_dense_marks(rng, size, config.dense_marks, count)
-    elif family == "dense_glyphs":
-        rendered = make_dense_glyphs(rng, size, config.dense_glyphs, count)
-    elif family == "dense_bars":
-        rendered = make_dense_bars(rng, size, config.dense_bars, count)
-    else:
-        rendered = make_layout(rng, size, config.layout, count)
+    # Each family's drawing settings are the config field of the same name.
+    rendered = _MAKERS[family](rng, config.image_size, getattr(config, family), config.questions_per_image)
     return SyntheticImage(f"{config.split}_{index:05d}", family, rendered)
 
 

@@ -24,6 +24,7 @@ palette colour, glyph identity and frame flag of every patch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,38 +192,34 @@ def _render_dense(size: int, description: dict[str, Any]):
     return image
 
 
-def make_dense_marks(rng: np.random.Generator, size: int, config: DenseMarksConfig, num_questions: int):
-    """One framed mark per image (``num_questions`` is capped at 1: one frame)."""
+def _make_dense_grid(rng: np.random.Generator, size: int, config: DenseMarksConfig | DenseGlyphsConfig,
+                     values: Sequence[str], family: str, key: str, question_type: str, prompt: str):
+    """A dense grid of ``values`` (2×2 blocks of distinct ones), one cell framed and asked about."""
     from spatialvlm.data.synthetic_images.families import RenderedImage
 
     grid = size // PATCH
     rows, cols = _even_randint(rng, config.rows), _even_randint(rng, config.cols)
     top, left = _even_origin(rng, grid, rows, config.margin_patches), _even_origin(rng, grid, cols, config.margin_patches)
-    colors = _block_distinct(rng, rows, cols, len(config.colors))
-    marks = [[top + r, left + c, config.colors[colors[r, c]]] for r in range(rows) for c in range(cols)]
-    target = marks[int(rng.integers(len(marks)))]
-    description = {"family": "dense_marks", "origin_patch": [top, left], "rows": rows, "cols": cols,
-                   "marks": marks, "frame": target[:2]}
-    question = _question("dense_color", "What color is the mark in the black frame?", target[2],
-                         [_patch_box(*target[:2])], target[:2], _partner(rng, *target[:2]))
+    chosen = _block_distinct(rng, rows, cols, len(values))
+    cells = [[top + r, left + c, values[chosen[r, c]]] for r in range(rows) for c in range(cols)]
+    target = cells[int(rng.integers(len(cells)))]
+    description = {"family": family, "origin_patch": [top, left], "rows": rows, "cols": cols,
+                   key: cells, "frame": target[:2]}
+    question = _question(question_type, prompt, target[2], [_patch_box(*target[:2])], target[:2],
+                         _partner(rng, *target[:2]))
     return RenderedImage(_render_dense(size, description), description, [question])
+
+
+def make_dense_marks(rng: np.random.Generator, size: int, config: DenseMarksConfig, num_questions: int):
+    """One framed mark per image (``num_questions`` is capped at 1: one frame)."""
+    return _make_dense_grid(rng, size, config, config.colors, "dense_marks", "marks", "dense_color",
+                            "What color is the mark in the black frame?")
 
 
 def make_dense_glyphs(rng: np.random.Generator, size: int, config: DenseGlyphsConfig, num_questions: int):
     """One framed character per image."""
-    from spatialvlm.data.synthetic_images.families import RenderedImage
-
-    grid = size // PATCH
-    rows, cols = _even_randint(rng, config.rows), _even_randint(rng, config.cols)
-    top, left = _even_origin(rng, grid, rows, config.margin_patches), _even_origin(rng, grid, cols, config.margin_patches)
-    chars = _block_distinct(rng, rows, cols, len(config.alphabet))
-    glyphs = [[top + r, left + c, config.alphabet[chars[r, c]]] for r in range(rows) for c in range(cols)]
-    target = glyphs[int(rng.integers(len(glyphs)))]
-    description = {"family": "dense_glyphs", "origin_patch": [top, left], "rows": rows, "cols": cols,
-                   "glyphs": glyphs, "frame": target[:2]}
-    question = _question("dense_glyph", "What is the character in the black frame?", target[2],
-                         [_patch_box(*target[:2])], target[:2], _partner(rng, *target[:2]))
-    return RenderedImage(_render_dense(size, description), description, [question])
+    return _make_dense_grid(rng, size, config, config.alphabet, "dense_glyphs", "glyphs", "dense_glyph",
+                            "What is the character in the black frame?")
 
 
 def make_dense_bars(rng: np.random.Generator, size: int, config: DenseBarsConfig, num_questions: int):

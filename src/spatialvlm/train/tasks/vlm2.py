@@ -157,15 +157,19 @@ class VideoConversationDataset(Dataset):
 
     def _frames(self, path: Path, stream: bool) -> tuple[Any, Tensor]:
         """The sampled clip (frames dropped once cached) and its preprocessed pixels (T, 3, S, S)."""
-        key = ("video", str(path), self.data_args.num_frames, self.data_args.frame_sampling, stream)
+        processor = self.processor
+        preprocessing = (processor.image_size, tuple(processor.image_mean), tuple(processor.image_std), processor.resample)
+        key = ("video", str(path), self.data_args.num_frames, self.data_args.frame_sampling, stream, preprocessing)
         if self.video_cache is not None and key in self.video_cache:
             clip, pixels = self.video_cache[key]
             return clip, pixels.float()
         clip = read_video(path, self.data_args.num_frames, allow_fewer=not stream, sampling=self.data_args.frame_sampling)
-        pixels = self.processor.preprocess_frames(clip.frames)
+        pixels = processor.preprocess_frames(clip.frames)
         if self.video_cache is not None:
             # float16 halves the memory; its 11-bit mantissa is far below one 8-bit level of a pixel.
+            # The first read returns the rounded pixels too, so an item does not depend on access order.
             self.video_cache[key] = (dataclasses.replace(clip, frames=clip.frames[:0]), pixels.half())
+            pixels = self.video_cache[key][1].float()
         return clip, pixels
 
     def _geometry(self, folder: Path, indices: Any) -> dict[str, Tensor]:
@@ -177,8 +181,8 @@ class VideoConversationDataset(Dataset):
         if self.video_cache is not None and key in self.video_cache:
             return dict(self.video_cache[key])
         source = load_geometry_source(folder)
-        check_metric_scale(source, self.processor.coordinate_normalization)
-        geometry, _ = self.processor.prepare_geometry(read_frames(source, indices.tolist()))
+        check_metric_scale(source, processor.coordinate_normalization)
+        geometry, _ = processor.prepare_geometry(read_frames(source, indices.tolist()))
         if self.video_cache is not None:
             self.video_cache[key] = dict(geometry)
         return geometry

@@ -1,4 +1,5 @@
-"""Running the installed ``spatialvlm`` command in tests, and reading its one-line errors."""
+"""Running ``spatialvlm`` in tests, and reading its one-line errors (``tests/conftest.py`` puts this
+folder on sys.path, so every test folder imports it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from spatialvlm.cli import main
 
 SPATIALVLM = str(Path(sys.executable).parent / "spatialvlm")
 
@@ -27,4 +30,14 @@ def one_line_error(run: subprocess.CompletedProcess, command: str = "ask") -> st
     assert "Traceback" not in run.stderr, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip() and ": warning:" not in line]
     assert len(lines) == 1 and lines[0].startswith(f"spatialvlm {command}: error: "), run.stderr
+    return lines[0]
+
+
+def main_error(argv, capsys) -> str:
+    """``main(argv)`` run in-process: its one error line (exit 2, nothing else but warnings on stderr)."""
+    code = main([str(token) for token in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and ": warning:" not in line]
+    assert len(lines) == 1 and lines[0].startswith("spatialvlm "), err
     return lines[0]
