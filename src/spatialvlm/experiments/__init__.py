@@ -7,7 +7,12 @@ rows start from (``--base``):
 
     python -m spatialvlm.experiments.vlm2_base --data BENCH --out base_out
 
-``build_base(BaseConfig(...))`` is its Python entry point.
+``build_base(BaseConfig(...))`` is its Python entry point. Where the rows lose the answer:
+
+    python -m spatialvlm.experiments.vlm2_probe --data BENCH --base BASE        (linear probes)
+    python -m spatialvlm.experiments.vlm2_describe --data BENCH --models ...    (description read-out)
+    python -m spatialvlm.experiments.vlm2_grounding --data BENCH --base BASE    (presence: fixed vs named)
+    python -m spatialvlm.experiments.vlm2_oracle --data BENCH --base BASE       (perfect video tokens)
 
 SHIRG-X accuracy against token budget, beside the baseline selectors:
 

@@ -1,0 +1,424 @@
+"""Oracle perception: what the tiny language model answers when its video tokens are perfect.
+
+    python -m spatialvlm.experiments.vlm2_oracle --data BENCH --base checkpoints/vlm2-base-synthetic --out oracle_out
+
+Every ablation row ties the blind one (docs/results.md). This experiment splits the blame between
+perception (tower, fusion, memory, projector) and the language model. Each video token of the
+base's layout — one per 2×2 block of 14-px patches after LLaVA-OneVision's stride-2 pooling, frame
+after frame, one newline token at the end — is replaced by a small MLP of the renderer's ground
+truth for that block:
+
+- ``cls``: the share of each of the 14 classes (floor, ceiling, wall, the 11 object categories) of
+  the block's pixels;
+- ``xyz``: the block's mean surface point in the first sampled camera's frame, metres (what the
+  geometry files store, so the metric-coordinate rows could in principle receive the same);
+- ``none``: no feature (every video token one learnt vector): the blind control, same recipe.
+
+A fresh language model of the base's size and the MLP are trained on the training split's VSI
+questions (official prompt → gold answer, the real chat layout and tokenizer) and answer the
+held-out questions by greedy decoding, scored with the official rules. A feature set whose oracle
+beats the baselines shows that this language model *can* answer from such tokens and the
+perception path loses the information; one whose oracle ties the blind row shows that the language
+model itself is the bottleneck.
+
+Features are rendered once per scene and setting and kept in ``OUT/features/`` (resumable); each
+(row, seed) leaves ``OUT/runs/<row>/seed<s>/result.json`` and is not rerun; ``OUT/results.{json,md}``
+hold the table (the ablation's format: mean ± std over seeds, bootstrap CI over questions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "OracleConfig",
+    "FEATURE_COLUMNS",
+    "region_features",
+    "OracleTokens",
+    "OracleLM",
+    "run_oracle",
+    "main",
+]
+
+# Columns of a region's feature vector: 14 class shares, then x, y, z. "none" (no column: every
+# video token the same learnt vector) is the blind control trained with the identical recipe.
+FEATURE_COLUMNS: dict[str, slice] = {"cls": slice(0, 14), "xyz": slice(14, 17), "none": slice(0, 0)}
+
+
+@dataclass
+class OracleConfig:
+    """Every knob of the oracle experiment, with its default and meaning.
+
+    Data:
+        data_dir: benchmark directory of ``spatialvlm synth`` with ``train`` and ``test`` splits.
+        seed / render_frames / image_size: the seed, frames per video and frame side the benchmark
+            was rendered with (the features are re-rendered from them and checked against it).
+        num_frames: frames sampled per video (uniformly, as ``read_video``), i.e. video tokens.
+        train_scenes / test_scenes: the first N scenes of each split.
+
+    Model:
+        base: checkpoint whose config (widths, layout) and tokenizer are used; its weights are not.
+        init_range: std of the fresh language model's initial weights; None: 1/√hidden (see
+            docs/decisions.md: the HF default 0.02 of a 4,096-wide model is ≈ 4× too small at 128).
+
+    Training:
+        rows: ``name=features`` pairs (features: "none", "cls", "xyz" or "cls,xyz").
+        seeds: replicates (initialisation and batch order).
+        steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up, gradient clip 1.
+        num_threads / progress: torch threads; progress bars.
+        eval_limit: score only the first N held-out questions (smoke runs).
+    """
+
+    data_dir: str = "bench"
+    base: str = "checkpoints/vlm2-base-synthetic"
+    out_dir: str = "oracle_out"
+    seed: int = 0
+    render_frames: int = 32
+    image_size: int = 112
+    num_frames: int = 16
+    train_scenes: int = 800
+    test_scenes: int = 100
+    init_range: float | None = None
+    rows: tuple[str, ...] = ("oracle-none=none", "oracle-cls=cls", "oracle-cls-xyz=cls,xyz")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 2500
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    num_threads: int = 1
+    progress: bool = True
+    eval_limit: int | None = None
+
+    def row_features(self) -> dict[str, tuple[str, ...]]:
+        """``rows`` parsed: name → feature groups (checked)."""
+        parsed = {}
+        for row in self.rows:
+            name, _, features = row.partition("=")
+            groups = tuple(filter(None, features.split(",")))
+            if (not name or not groups or any(group not in FEATURE_COLUMNS for group in groups)
+                    or ("none" in groups and len(groups) > 1)):
+                raise ValueError(f"rows are NAME=FEATURES with features from {sorted(FEATURE_COLUMNS)}; got {row!r}")
+            parsed[name] = groups
+        return parsed
+
+
+def region_features(instance: np.ndarray, world_height: np.ndarray, points: np.ndarray, room_height: float,
+                    categories: Sequence[int], region: int) -> np.ndarray:
+    """Ground truth of each ``region``×``region`` pixel block of rendered frames.
+
+    Args:
+        instance: (T, H, W) object index, -1 for the room.
+        world_height: (T, H, W) world z of each pixel's surface point (0 floor, ``room_height`` ceiling).
+        points: (T, H, W, 3) surface points in the first camera's frame, metres.
+        room_height: ceiling height, metres.
+        categories: (N,) class index (≥ 3) of each object.
+        region: block side in pixels (the pooled token's footprint: 2 × patch).
+
+    Returns:
+        (T, P, 17) float32, P = (H/region)·(W/region) blocks row-major: 14 class shares (sum 1),
+        then the block's mean point (x, y, z).
+    """
+    from .vlm2_base import patch_labels
+
+    depth = np.ones(instance.shape, dtype=np.float32)  # patch_labels' depth output is not used here
+    shares, _, _ = patch_labels(instance, depth, world_height, room_height, region, categories)
+    frames, height, width = instance.shape
+    blocks = points.reshape(frames, height // region, region, width // region, region, 3).mean(axis=(2, 4))
+    return np.concatenate([shares, blocks.reshape(frames, -1, 3)], axis=-1).astype(np.float32)
+
+
+def _render_features(config: OracleConfig, split: str, scenes: int, region: int, cache: Path) -> dict[str, np.ndarray]:
+    """(num_frames, P, 17) features of the first ``scenes`` scenes of ``split``, cached in ``cache``."""
+    from tqdm.auto import tqdm
+
+    from ..data.synthetic import CATEGORIES, SynthConfig, make_scene
+    from ..data.synthetic.dataset import first_camera_geometry
+    from ..data.video import uniform_frame_indices
+    from .vlm2_base import NUM_ROOM_CLASSES
+
+    stored = dict(np.load(cache)) if cache.is_file() else {}
+    synth = SynthConfig(num_frames=config.render_frames, image_size=config.image_size, seed=config.seed, split=split)
+    category_index = {c.name: NUM_ROOM_CLASSES + i for i, c in enumerate(CATEGORIES)}
+    frames = uniform_frame_indices(config.render_frames, config.num_frames)
+    missing = [index for index in range(scenes) if f"{split}_{index:05d}" not in stored]
+    for count, index in enumerate(tqdm(missing, desc=f"oracle features {split}", unit="scene", disable=not config.progress)):
+        item = make_scene(synth, index)
+        description = Path(config.data_dir) / "synthetic" / f"{item.name}.json"
+        if description.is_file():
+            visible = np.asarray(json.loads(description.read_text())["visible_pixels"])
+            if not np.array_equal(visible, item.frames.visible_pixels):
+                raise ValueError(f"{description} is not scene {item.name} of seed {config.seed}, "
+                                 f"{config.render_frames} frames, {config.image_size} px; pass the settings it was rendered with")
+        points = first_camera_geometry(item.frames)[0]
+        stored[item.name] = region_features(
+            item.frames.instance[frames], item.frames.points[frames, ..., 2], points[frames],
+            float(item.scene.room_size[2]), [category_index[o.category] for o in item.scene.objects], region,
+        ).astype(np.float16)
+        if (count + 1) % 100 == 0 or count + 1 == len(missing):
+            np.savez(cache, **stored)  # resumable: an interrupted run keeps what it rendered
+    return {f"{split}_{index:05d}": stored[f"{split}_{index:05d}"] for index in range(scenes)}
+
+
+class OracleTokens(nn.Module):
+    """Region features → the language model's video tokens.
+
+    ``forward(features)``: (B, T, P, F) → (B, T·P + 1, D), the T·P region tokens frame after frame
+    (row-major inside a frame, as the pooled SigLIP grid), then the learnt newline token
+    (LLaVA-OneVision's "one_token" layout).
+    """
+
+    def __init__(self, num_features: int, width: int, init_range: float) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(num_features, width), nn.GELU(), nn.Linear(width, width))
+        self.newline = nn.Parameter(torch.randn(width) * init_range)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = self.mlp(features).flatten(1, 2)
+        return torch.cat([tokens, self.newline.expand(features.shape[0], 1, -1)], 1)
+
+
+class OracleLM(nn.Module):
+    """A fresh language model of the base's size with ``OracleTokens`` at its video positions.
+
+    Built by :meth:`from_base` (weights fresh, std ``init_range``); ``embeddings`` puts the oracle
+    tokens where the prompt's video tokens are; ``language_model`` / ``head`` run the rest.
+    """
+
+    def __init__(self, language_model: nn.Module, head: nn.Module, tokens: OracleTokens, columns: np.ndarray,
+                 video_token_id: int) -> None:
+        super().__init__()
+        self.language_model, self.head, self.tokens = language_model, head, tokens
+        self.columns, self.video_token_id = columns, video_token_id
+
+    @classmethod
+    def from_base(cls, config: OracleConfig, groups: Sequence[str], seed: int) -> tuple[OracleLM, Any]:
+        """``(oracle, processor)`` for feature ``groups``, seeded; checks the base's layout and frame size."""
+        from ..models import VLM2ForConditionalGeneration, load_vlm2
+
+        base, processor = load_vlm2(config.base)
+        model_config = base.config
+        if (model_config.video_pool_mode, model_config.video_pool_stride, model_config.video_newline_position) != ("bilinear", 2, "one_token"):
+            raise ValueError("the oracle reproduces LLaVA-OneVision's layout (bilinear stride-2 pooling, one newline per "
+                             f"video); {config.base} has {model_config.video_pool_mode}/{model_config.video_pool_stride}/"
+                             f"{model_config.video_newline_position}")
+        if config.image_size != model_config.vision_config.image_size:
+            raise ValueError(f"the benchmark's frames are {config.image_size} px but {config.base} reads "
+                             f"{model_config.vision_config.image_size} px; its video token count would not match")
+        width = model_config.text_config.hidden_size
+        init = config.init_range if config.init_range is not None else width ** -0.5
+        model_config.text_config.initializer_range = init
+        model_config.initializer_range = init
+        torch.manual_seed(seed)
+        model = VLM2ForConditionalGeneration(model_config)
+        columns = np.concatenate([np.arange(17)[FEATURE_COLUMNS[g]] for g in groups])
+        tokens = OracleTokens(max(1, len(columns)), width, init)  # "none": one zero column
+        return cls(model.model.language_model, model.lm_head, tokens, columns, processor.video_token_id), processor
+
+    def embeddings(self, input_ids: torch.Tensor, features: np.ndarray) -> torch.Tensor:
+        """Token embeddings with the oracle tokens at the video positions.
+
+        Args:
+            input_ids: (B, L) with T·P + 1 video tokens per row.
+            features: (B, T, P, 17) region features (``region_features``).
+        Returns:
+            (B, L, D).
+        """
+        embedded = self.language_model.embed_tokens(input_ids)
+        selected = features[..., self.columns] if len(self.columns) else np.zeros((*features.shape[:-1], 1))
+        video = self.tokens(torch.from_numpy(np.ascontiguousarray(selected)).float())
+        return embedded.masked_scatter((input_ids == self.video_token_id)[..., None], video.to(embedded.dtype))
+
+
+def _encode(processor: Any, item: Any, num_frames: int):
+    """``(input_ids, labels)`` of one question exactly as the ablation trains it (official prompt,
+    gold answer, the processor's chat layout and video token count)."""
+    from ..eval import build_prompt
+    from ..eval.baselines import gold_answer
+    from ..train.conversation import add_video_prompt, to_chat_messages, tokenize_conversation
+
+    conversation = [{"from": "human", "value": "<video>\n" + build_prompt(item, "vsibench")},
+                    {"from": "gpt", "value": gold_answer(item)}]
+    messages = to_chat_messages(conversation, processor.video_token, aliases=(processor.image_token,))
+    messages = add_video_prompt(messages, processor.video_token, processor.system_prompt, None)
+    return tokenize_conversation(processor.tokenizer, messages, {processor.video_token_id: processor.num_video_tokens(num_frames)})
+
+
+class _OraclePredictor:
+    """``(item, prompt) -> answer``: greedy decoding after the question's prompt (≤ 16 tokens)."""
+
+    def __init__(self, oracle: OracleLM, processor: Any, features: dict[str, np.ndarray], num_frames: int) -> None:
+        self.oracle, self.processor, self.features, self.num_frames = oracle, processor, features, num_frames
+
+    def __call__(self, item: Any, prompt: str) -> str:
+        from ..train.conversation import IGNORE_INDEX
+
+        oracle, tokenizer = self.oracle, self.processor.tokenizer
+        input_ids, labels = _encode(self.processor, item, self.num_frames)
+        answer_start = int((labels != IGNORE_INDEX).nonzero()[0, 0])
+        embedded = oracle.embeddings(input_ids[None, :answer_start], self.features[item.scene_name][None])
+        generated: list[int] = []
+        with torch.no_grad():
+            out = oracle.language_model(inputs_embeds=embedded, use_cache=True)
+            for _ in range(16):
+                token = oracle.head(out.last_hidden_state[:, -1]).argmax(-1)
+                if int(token) == tokenizer.eos_token_id:
+                    break
+                generated.append(int(token))
+                out = oracle.language_model(inputs_embeds=oracle.language_model.embed_tokens(token[None]),
+                                            cache=out.cache, use_cache=True)
+        return tokenizer.decode(generated)
+
+
+def _train(config: OracleConfig, oracle: OracleLM, processor: Any, items: Sequence[Any], features: dict[str, np.ndarray],
+           seed: int, desc: str) -> list[list[float]]:
+    """Train ``oracle`` in place on ``items``; returns the logged (step, mean loss) pairs."""
+    from tqdm.auto import tqdm
+
+    from ..train.conversation import IGNORE_INDEX, pad_sequences
+
+    encoded = [_encode(processor, item, config.num_frames) for item in items]
+    parameters = list(oracle.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    warmup = max(1, config.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))
+    )
+    generator = torch.Generator().manual_seed(seed)
+    oracle.train()
+    log, running = [], []
+    for step in tqdm(range(config.steps), desc=desc, disable=not config.progress):
+        batch = torch.randint(len(encoded), (config.batch_size,), generator=generator).tolist()
+        input_ids = pad_sequences([encoded[i][0] for i in batch], processor.tokenizer.pad_token_id)
+        labels = pad_sequences([encoded[i][1] for i in batch], IGNORE_INDEX)
+        scene_features = np.stack([features[items[i].scene_name] for i in batch])
+        # Right padding under the causal mask never reaches a real token: no attention mask needed.
+        hidden = oracle.language_model(inputs_embeds=oracle.embeddings(input_ids, scene_features)).last_hidden_state
+        target = labels[:, 1:]
+        answer = target != IGNORE_INDEX
+        loss = torch.nn.functional.cross_entropy(oracle.head(hidden[:, :-1][answer]), target[answer])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        running.append(float(loss.detach()))
+        if (step + 1) % max(1, config.steps // 20) == 0 or step + 1 == config.steps:
+            log.append([step + 1, float(np.mean(running))])
+            running = []
+    oracle.train(False)
+    return log
+
+
+def run_oracle(config: OracleConfig) -> list[Any]:
+    """Every (row, seed) of ``config``, resumably; returns the ablation's ``RowSummary`` rows."""
+    import transformers
+
+    from ..data.readers import read_benchmark
+    from ..eval import evaluate
+    from ..eval.metrics import question_types
+    from .vlm2_ablation import VariantResult, results_markdown, summarise
+
+    torch.set_num_threads(config.num_threads)
+    transformers.logging.set_verbosity_error()
+    rows = config.row_features()
+    out = Path(config.out_dir)
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    data = Path(config.data_dir)
+    train_items = [i for i in read_benchmark(data, "train", question_types("vsibench")) if int(i.scene_name[-5:]) < config.train_scenes]
+    test_items = [i for i in read_benchmark(data, "test", question_types("vsibench")) if int(i.scene_name[-5:]) < config.test_scenes]
+    if config.eval_limit is not None:
+        test_items = test_items[: config.eval_limit]
+    if not train_items or not test_items:
+        raise ValueError(f"{data} has no train/test questions in the first {config.train_scenes}/{config.test_scenes} scenes")
+    results = []
+    for name, groups in rows.items():
+        for seed in config.seeds:
+            run_dir = out / "runs" / name / f"seed{seed}"
+            done = run_dir / "result.json"
+            if done.is_file():
+                results.append(VariantResult(**json.loads(done.read_text())))
+                continue
+            oracle, processor = OracleLM.from_base(config, groups, seed)
+            region = 2 * processor.patch_size  # a pooled token's footprint
+            features = {}
+            for split, scenes in (("train", config.train_scenes), ("test", config.test_scenes)):
+                # One cache per rendering setting, so another --num-frames never reads stale features.
+                cache = out / "features" / f"{split}_seed{config.seed}_frames{config.num_frames}of{config.render_frames}_region{region}.npz"
+                features.update(_render_features(config, split, scenes, region, cache))
+            tick = time.perf_counter()
+            log = _train(config, oracle, processor, train_items, features, seed, f"{name} seed {seed}")
+            train_seconds = time.perf_counter() - tick
+            tick = time.perf_counter()
+            scores = evaluate(test_items, _OraclePredictor(oracle, processor, features, config.num_frames), run_dir / "eval", "vsibench",
+                              resume=False, show_progress=config.progress, title=f"oracle perception — {name} seed {seed}")
+            result = VariantResult(
+                name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens", official=scores.official.to_dict(),
+                lenient=scores.lenient.to_dict(), seed=seed, train_seconds=train_seconds,
+                eval_seconds=time.perf_counter() - tick, train_loss=log[-1][1], loss_log=log,
+                trainable_parameters=sum(p.numel() for p in oracle.parameters()),
+            )
+            done.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
+            results.append(result)
+    summary = summarise(results, out, list(rows))
+    (out / "results.json").write_text(json.dumps({
+        "config": dataclasses.asdict(config), "rows": [dataclasses.asdict(row) for row in summary],
+        "results": [dataclasses.asdict(result) for result in results],
+    }, indent=1) + "\n")
+    (out / "results.md").write_text(results_markdown(summary, results))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m spatialvlm.experiments.vlm2_oracle", description=__doc__.split("\n\n")[0])
+    defaults = OracleConfig()
+    parser.add_argument("--data", default=defaults.data_dir, help="benchmark directory (train and test splits)")
+    parser.add_argument("--base", default=defaults.base, help="checkpoint giving the config and tokenizer")
+    parser.add_argument("--out", default=defaults.out_dir)
+    parser.add_argument("--rows", default=",".join(r.replace(",", "+") for r in defaults.rows),
+                        help="NAME=FEATURES entries, features joined by '+' (e.g. oracle-none=none,oracle-cls-xyz=cls+xyz)")
+    parser.add_argument("--seeds", default="0,1,2")
+    for flag, field in (("--steps", "steps"), ("--batch-size", "batch_size"), ("--num-frames", "num_frames"),
+                        ("--train-scenes", "train_scenes"), ("--test-scenes", "test_scenes"), ("--render-frames", "render_frames"),
+                        ("--image-size", "image_size"), ("--seed", "seed"), ("--num-threads", "num_threads")):
+        parser.add_argument(flag, type=int, default=getattr(defaults, field))
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--init-range", type=float, default=None, help="initial weight std (default 1/sqrt(hidden))")
+    parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = OracleConfig(
+        data_dir=args.data, base=args.base, out_dir=args.out,
+        rows=tuple(entry.replace("+", ",") for entry in filter(None, args.rows.split(","))),
+        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()), steps=args.steps, batch_size=args.batch_size,
+        num_frames=args.num_frames, train_scenes=args.train_scenes, test_scenes=args.test_scenes,
+        render_frames=args.render_frames, image_size=args.image_size, seed=args.seed, num_threads=args.num_threads,
+        learning_rate=args.learning_rate, init_range=args.init_range, eval_limit=args.eval_limit, progress=not args.no_progress,
+    )
+    try:
+        summary = run_oracle(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}")
+        return 2
+    from .vlm2_ablation import results_markdown
+
+    print(results_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
