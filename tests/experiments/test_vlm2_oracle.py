@@ -1,5 +1,6 @@
 """Oracle-perception experiment: region ground truth, token layout, prompt encoding, a tiny run."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -71,13 +72,7 @@ def test_region_xyz_equals_the_stored_geometry_files(tiny_bench, tmp_path):
         np.testing.assert_allclose(features[row, :, NUM_PATCH_CLASSES:], blocks, atol=2e-2)  # float16 storage
     # A benchmark rendered with another seed is refused, not silently mislabelled.
     with pytest.raises(ValueError, match="is not scene test_00000 of seed 6"):
-        _render_features(dataclass_replace(config, seed=6), "test", 1, 28, tmp_path / "other.npz")
-
-
-def dataclass_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
+        _render_features(dataclasses.replace(config, seed=6), "test", 1, 28, tmp_path / "other.npz")
 
 
 def test_prompt_encoding_matches_the_ablation_training_items(tiny_bench):

@@ -117,13 +117,15 @@ def yes_no_accuracy(model: Any, batches: Sequence[dict[str, Any]], yes_id: int, 
     "no" logits (teacher-forced prompt; ``batches`` are collated dataset items with labels)."""
     import torch
 
+    from ..train.conversation import IGNORE_INDEX
+
     was_training = model.training
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for batch in batches:
             labels = batch["labels"]
-            first = (labels != -100).int().argmax(1)  # first answer position of each row
+            first = (labels != IGNORE_INDEX).int().argmax(1)  # first answer position of each row
             rows = torch.arange(labels.shape[0])
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[rows, first - 1]
             predicted = torch.where(logits[:, yes_id] > logits[:, no_id], yes_id, no_id)
