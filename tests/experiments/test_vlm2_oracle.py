@@ -142,3 +142,82 @@ def test_oracle_refuses_a_benchmark_whose_frames_the_base_does_not_read():
 
     with pytest.raises(ValueError, match="frames are 56 px but .* reads 112 px"):
         OracleLM.from_base(OracleConfig(base=str(BASE), image_size=56), ("cls",), seed=0)
+
+
+def test_tied_tokens_add_the_share_weighted_word_embeddings_of_single_token_category_names():
+    from spatialvlm.data.synthetic import CATEGORIES
+    from spatialvlm.experiments.vlm2_oracle import OracleLM
+
+    config = OracleConfig(base=str(BASE), image_size=112, tied=True)
+    oracle, processor = OracleLM.from_base(config, ("cls", "xyz"), seed=0)
+    tokenizer = processor.tokenizer
+    for category in CATEGORIES:  # every name, "trash can" included, is one token inside a question
+        pieces = tokenizer.encode(f"How many {category.name}(s) are in this room?")
+        assert tokenizer.convert_tokens_to_ids(category.name) in pieces
+    assert oracle.language_model.embed_tokens.num_embeddings == len(tokenizer) == 512 + len(CATEGORIES)
+    features = np.random.default_rng(1).random(size=(1, 2, 3, 17)).astype(np.float32)
+    ids = torch.full((1, 2 * 3 + 1), oracle.video_token_id)
+    with torch.no_grad():
+        video = oracle.embeddings(ids, features)[0]
+        untied = oracle.tokens.mlp(torch.from_numpy(features)).flatten(1, 2)[0]
+        words = oracle.language_model.embed_tokens.weight[oracle.category_ids]
+        vectors = torch.cat([oracle.tokens.room, words])  # floor, wall, ceiling, then the categories
+        for t in range(2):
+            for p in range(3):
+                expected = untied[t * 3 + p] + sum(float(features[0, t, p, c]) * vectors[c] for c in range(14))
+                torch.testing.assert_close(video[t * 3 + p], expected)
+    # A blind row keeps the tokenizer but gets no class information.
+    blind, _ = OracleLM.from_base(config, ("none",), seed=0)
+    assert blind.tokens.room is None
+    two = np.random.default_rng(2).random(size=(2, 2, 3, 17)).astype(np.float32)
+    with torch.no_grad():
+        tokens = blind.embeddings(torch.full((2, 7), blind.video_token_id), two)
+    torch.testing.assert_close(tokens[0], tokens[1])
+
+
+def test_presence_stages_grow_the_clip_and_match_their_video_tokens(tiny_bench, tmp_path):
+    from spatialvlm.experiments.vlm2_oracle import OracleLM, _presence_stages, _render_features
+
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
+                          tied=True, min_pixels=1, pretrain_recipe="curriculum", progress=False)
+    _, processor = OracleLM.from_base(config, ("cls",), seed=0)
+    features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
+    stages = _presence_stages(config, processor, features, 28, seed=0)
+    assert [until for until, _ in stages] == [0.3, 0.6, 1.0]
+    yes_ids = processor.tokenizer.encode("yes")
+    for (_, examples), frames in zip(stages, (1, 4, 4)):
+        assert examples and len(examples) % 2 == 0  # one visible and one absent category per scene
+        answers = []
+        for input_ids, labels, clip in examples:
+            assert clip.shape == (frames, 16, 17)
+            assert int((input_ids == processor.video_token_id).sum()) == processor.num_video_tokens(frames) == frames * 16 + 1
+            answers.append(labels[labels != -100][: len(yes_ids)].tolist() == yes_ids)
+        assert answers.count(True) == answers.count(False)
+
+    # one-hop-first: the first stage's answer follows the category word, right after the video.
+    from spatialvlm.data.synthetic import CATEGORIES
+
+    first, second = _presence_stages(dataclasses.replace(config, pretrain_recipe="one-hop-first"), processor, features, 28, seed=0)
+    assert first[0] == 0.3 and second[0] == 1.0
+    names = {processor.tokenizer.convert_tokens_to_ids(c.name) for c in CATEGORIES}
+    for input_ids, labels, clip in first[1]:
+        video = processor.num_video_tokens(len(clip))
+        assert (input_ids[:video] == processor.video_token_id).all() and processor.video_token_id not in input_ids[video:]
+        answer = (labels != -100).nonzero()[0, 0]
+        assert int(input_ids[answer - 1]) in names
+    for input_ids, labels, _ in second[1]:  # the chat-layout question: the template's tokens sit between
+        assert int(input_ids[(labels != -100).nonzero()[0, 0] - 1]) not in names
+    with pytest.raises(ValueError, match="pretrain_recipe"):
+        _presence_stages(dataclasses.replace(config, pretrain_recipe="two-hop-first"), processor, features, 28, seed=0)
+
+
+def test_tiny_tied_run_with_presence_pretraining_records_the_presence_accuracy(tiny_bench, tmp_path):
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
+                          render_frames=8, image_size=112, num_frames=4, train_scenes=2, test_scenes=1, min_pixels=1,
+                          rows=("tied=cls,xyz",), seeds=(0,), steps=2, pretrain_steps=2, tied=True, progress=False)
+    run_oracle(config)
+    result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
+    assert "tied to the category words, 2 presence steps (one-hop-first) first" in result["description"]
+    share = float(result["description"].split("then ")[1].split(" %")[0])
+    assert share in (0.0, 50.0, 100.0)  # one test scene: one "yes" and one "no" question
+    assert result["loss_log"][-1][0] == 2 and np.isfinite(result["train_loss"])

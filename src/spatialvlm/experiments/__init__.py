@@ -13,6 +13,7 @@ rows start from (``--base``):
     python -m spatialvlm.experiments.vlm2_describe --data BENCH --models ...    (description read-out)
     python -m spatialvlm.experiments.vlm2_grounding --data BENCH --base BASE    (presence: fixed vs named)
     python -m spatialvlm.experiments.vlm2_oracle --data BENCH --base BASE       (perfect video tokens)
+    python -m spatialvlm.experiments.vlm2_lookup --data BENCH --base BASE       (which hop of the read-out fails)
 
 SHIRG-X accuracy against token budget, beside the baseline selectors:
 

@@ -73,10 +73,23 @@ class OracleConfig:
         init_range: std of the fresh language model's initial weights; None: 1/√hidden (see
             docs/decisions.md: the HF default 0.02 of a 4,096-wide model is ≈ 4× too small at 128).
 
+        tied: add the 11 category names to the tokenizer as single tokens and add to every video
+            token the share-weighted word embeddings of its classes (``vlm2_lookup.TiedTokens``:
+            the token a projector aligned to the word embeddings gives) when the row has ``cls``
+            (a ``none`` row stays blind, with the same tokenizer); off: the plain MLP.
+
     Training:
         rows: ``name=features`` pairs (features: "none", "cls", "xyz" or "cls,xyz").
+        pretrain_steps: steps of balanced presence questions ("Is there a <category> in this room?",
+            the VSI prompt layout) before the VSI questions; 0: none.
+        pretrain_recipe: how those steps form the question-conditioned lookup (``vlm2_lookup``):
+            ``"one-hop-first"``: the first 30 % end the prompt at the category word (video tokens
+            then "… Is there a <category>", no chat template), the rest are the chat-layout
+            question; ``"curriculum"``: chat-layout questions on 1-frame clips up to 30 %, 4-frame
+            clips up to 60 %, then all frames.
         seeds: replicates (initialisation and batch order).
-        steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up, gradient clip 1.
+        steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up, gradient clip 1
+            (each stage its own schedule); min_pixels: a presence question's "yes" threshold.
         num_threads / progress: torch threads; progress bars.
         eval_limit: score only the first N held-out questions (smoke runs).
     """
@@ -91,9 +104,13 @@ class OracleConfig:
     train_scenes: int = 800
     test_scenes: int = 100
     init_range: float | None = None
+    tied: bool = False
     rows: tuple[str, ...] = ("oracle-none=none", "oracle-cls=cls", "oracle-cls-xyz=cls,xyz")
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 2500
+    pretrain_steps: int = 0
+    pretrain_recipe: str = "one-hop-first"
+    min_pixels: int = 100
     batch_size: int = 8
     learning_rate: float = 1e-3
     num_threads: int = 1
@@ -173,18 +190,26 @@ def _render_features(config: OracleConfig, split: str, scenes: int, region: int,
 class OracleTokens(nn.Module):
     """Region features → the language model's video tokens.
 
-    ``forward(features)``: (B, T, P, F) → (B, T·P + 1, D), the T·P region tokens frame after frame
-    (row-major inside a frame, as the pooled SigLIP grid), then the learnt newline token
-    (LLaVA-OneVision's "one_token" layout).
+    ``forward(features, shares=None, category_table=None)``: (B, T, P, F) → (B, T·P + 1, D), the
+    T·P region tokens frame after frame (row-major inside a frame, as the pooled SigLIP grid), then
+    the learnt newline token (LLaVA-OneVision's "one_token" layout). With ``tied``, each region
+    token also gets ``shares`` (B, T, P, 14) @ [3 learnt room vectors; ``category_table`` (11, D)].
     """
 
-    def __init__(self, num_features: int, width: int, init_range: float) -> None:
+    def __init__(self, num_features: int, width: int, init_range: float, tied: bool = False) -> None:
         super().__init__()
+        from .vlm2_base import NUM_ROOM_CLASSES
+
         self.mlp = nn.Sequential(nn.Linear(num_features, width), nn.GELU(), nn.Linear(width, width))
         self.newline = nn.Parameter(torch.randn(width) * init_range)
+        self.room = nn.Parameter(torch.randn(NUM_ROOM_CLASSES, width) * init_range) if tied else None
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        tokens = self.mlp(features).flatten(1, 2)
+    def forward(self, features: torch.Tensor, shares: torch.Tensor | None = None,
+                category_table: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.mlp(features)
+        if self.room is not None:
+            tokens = tokens + shares @ torch.cat([self.room, category_table])
+        tokens = tokens.flatten(1, 2)
         return torch.cat([tokens, self.newline.expand(features.shape[0], 1, -1)], 1)
 
 
@@ -196,14 +221,16 @@ class OracleLM(nn.Module):
     """
 
     def __init__(self, language_model: nn.Module, head: nn.Module, tokens: OracleTokens, columns: np.ndarray,
-                 video_token_id: int) -> None:
+                 video_token_id: int, category_ids: Sequence[int] = ()) -> None:
         super().__init__()
         self.language_model, self.head, self.tokens = language_model, head, tokens
-        self.columns, self.video_token_id = columns, video_token_id
+        self.columns, self.video_token_id, self.category_ids = columns, video_token_id, list(category_ids)
 
     @classmethod
     def from_base(cls, config: OracleConfig, groups: Sequence[str], seed: int) -> tuple[OracleLM, Any]:
-        """``(oracle, processor)`` for feature ``groups``, seeded; checks the base's layout and frame size."""
+        """``(oracle, processor)`` for feature ``groups``, seeded; checks the base's layout and frame size.
+        With ``config.tied`` the processor's tokenizer has the 11 category names as added tokens."""
+        from ..data.synthetic import CATEGORIES
         from ..models import VLM2ForConditionalGeneration, load_vlm2
 
         base, processor = load_vlm2(config.base)
@@ -215,6 +242,12 @@ class OracleLM(nn.Module):
         if config.image_size != model_config.vision_config.image_size:
             raise ValueError(f"the benchmark's frames are {config.image_size} px but {config.base} reads "
                              f"{model_config.vision_config.image_size} px; its video token count would not match")
+        category_ids: list[int] = []
+        if config.tied:
+            names = [c.name for c in CATEGORIES]
+            processor.tokenizer.add_tokens(names)  # "trash can" too: added tokens match across the space
+            category_ids = processor.tokenizer.convert_tokens_to_ids(names)
+            model_config.text_config.vocab_size = len(processor.tokenizer)
         width = model_config.text_config.hidden_size
         init = config.init_range if config.init_range is not None else width ** -0.5
         model_config.text_config.initializer_range = init
@@ -222,8 +255,9 @@ class OracleLM(nn.Module):
         torch.manual_seed(seed)
         model = VLM2ForConditionalGeneration(model_config)
         columns = np.concatenate([np.arange(17)[FEATURE_COLUMNS[g]] for g in groups])
-        tokens = OracleTokens(max(1, len(columns)), width, init)  # "none": one zero column
-        return cls(model.model.language_model, model.lm_head, tokens, columns, processor.video_token_id), processor
+        # "none": one zero column; it stays blind with ``tied`` (only the tokenizer and vocabulary change).
+        tokens = OracleTokens(max(1, len(columns)), width, init, tied=config.tied and "cls" in groups)
+        return cls(model.model.language_model, model.lm_head, tokens, columns, processor.video_token_id, category_ids), processor
 
     def embeddings(self, input_ids: torch.Tensor, features: np.ndarray) -> torch.Tensor:
         """Token embeddings with the oracle tokens at the video positions.
@@ -234,9 +268,12 @@ class OracleLM(nn.Module):
         Returns:
             (B, L, D).
         """
-        embedded = self.language_model.embed_tokens(input_ids)
+        embed = self.language_model.embed_tokens
+        embedded = embed(input_ids)
         selected = features[..., self.columns] if len(self.columns) else np.zeros((*features.shape[:-1], 1))
-        video = self.tokens(torch.from_numpy(np.ascontiguousarray(selected)).float())
+        shares = torch.from_numpy(np.ascontiguousarray(features[..., :14])).float()
+        table = embed.weight[self.category_ids] if self.tokens.room is not None else None
+        video = self.tokens(torch.from_numpy(np.ascontiguousarray(selected)).float(), shares, table)
         return embedded.masked_scatter((input_ids == self.video_token_id)[..., None], video.to(embedded.dtype))
 
 
@@ -245,10 +282,18 @@ def _encode(processor: Any, item: Any, num_frames: int):
     gold answer, the processor's chat layout and video token count)."""
     from ..eval import build_prompt
     from ..eval.baselines import gold_answer
+
+    return _encode_text(processor, build_prompt(item, "vsibench"), gold_answer(item), num_frames)
+
+
+PRESENCE_PROMPT = "These are frames of a video.\nIs there a {category} in this room?\nPlease answer the question using a single word or phrase."
+
+
+def _encode_text(processor: Any, prompt: str, answer: str, num_frames: int):
+    """``(input_ids, labels)`` of one prompt → answer turn after ``num_frames`` frames of video."""
     from ..train.conversation import add_video_prompt, to_chat_messages, tokenize_conversation
 
-    conversation = [{"from": "human", "value": "<video>\n" + build_prompt(item, "vsibench")},
-                    {"from": "gpt", "value": gold_answer(item)}]
+    conversation = [{"from": "human", "value": "<video>\n" + prompt}, {"from": "gpt", "value": answer}]
     messages = to_chat_messages(conversation, processor.video_token, aliases=(processor.image_token,))
     messages = add_video_prompt(messages, processor.video_token, processor.system_prompt, None)
     return tokenize_conversation(processor.tokenizer, messages, {processor.video_token_id: processor.num_video_tokens(num_frames)})
@@ -280,28 +325,32 @@ class _OraclePredictor:
         return tokenizer.decode(generated)
 
 
-def _train(config: OracleConfig, oracle: OracleLM, processor: Any, items: Sequence[Any], features: dict[str, np.ndarray],
+def _train(config: OracleConfig, oracle: OracleLM, processor: Any, stages: Sequence[tuple[float, list]], steps: int,
            seed: int, desc: str) -> list[list[float]]:
-    """Train ``oracle`` in place on ``items``; returns the logged (step, mean loss) pairs."""
+    """Train ``oracle`` in place for ``steps``; returns the logged (step, mean loss) pairs.
+
+    ``stages``: (fraction of the steps it lasts up to, examples), the last up to 1; an example is
+    ``(input_ids, labels, features)`` with features (T, P, 17), T the same within a stage.
+    """
     from tqdm.auto import tqdm
 
     from ..train.conversation import IGNORE_INDEX, pad_sequences
 
-    encoded = [_encode(processor, item, config.num_frames) for item in items]
     parameters = list(oracle.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
-    warmup = max(1, config.steps // 20)
+    warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
     generator = torch.Generator().manual_seed(seed)
     oracle.train()
     log, running = [], []
-    for step in tqdm(range(config.steps), desc=desc, disable=not config.progress):
-        batch = torch.randint(len(encoded), (config.batch_size,), generator=generator).tolist()
-        input_ids = pad_sequences([encoded[i][0] for i in batch], processor.tokenizer.pad_token_id)
-        labels = pad_sequences([encoded[i][1] for i in batch], IGNORE_INDEX)
-        scene_features = np.stack([features[items[i].scene_name] for i in batch])
+    for step in tqdm(range(steps), desc=desc, disable=not config.progress):
+        examples = next(examples for until, examples in stages if step < until * steps or until >= 1.0)
+        batch = [examples[i] for i in torch.randint(len(examples), (config.batch_size,), generator=generator).tolist()]
+        input_ids = pad_sequences([example[0] for example in batch], processor.tokenizer.pad_token_id)
+        labels = pad_sequences([example[1] for example in batch], IGNORE_INDEX)
+        scene_features = np.stack([example[2] for example in batch])
         # Right padding under the causal mask never reaches a real token: no attention mask needed.
         hidden = oracle.language_model(inputs_embeds=oracle.embeddings(input_ids, scene_features)).last_hidden_state
         target = labels[:, 1:]
@@ -313,11 +362,67 @@ def _train(config: OracleConfig, oracle: OracleLM, processor: Any, items: Sequen
         optimizer.step()
         schedule.step()
         running.append(float(loss.detach()))
-        if (step + 1) % max(1, config.steps // 20) == 0 or step + 1 == config.steps:
+        if (step + 1) % max(1, steps // 20) == 0 or step + 1 == steps:
             log.append([step + 1, float(np.mean(running))])
             running = []
     oracle.train(False)
     return log
+
+
+def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, np.ndarray], region: int,
+                     seed: int) -> list[tuple[float, list]]:
+    """Presence questions of the training scenes as ``_train`` stages (``config.pretrain_recipe``)."""
+    from ..data.synthetic import CATEGORIES
+    from ..train.conversation import IGNORE_INDEX
+    from .vlm2_lookup import presence_items
+
+    train = {name: value for name, value in features.items() if name.startswith("train_")}
+    if config.pretrain_recipe == "one-hop-first":
+        stages = ((0.3, config.num_frames, True), (1.0, config.num_frames, False))
+    elif config.pretrain_recipe == "curriculum":
+        stages = ((0.3, 1, False), (0.6, 4, False), (1.0, config.num_frames, False))
+    else:
+        raise ValueError(f"pretrain_recipe is 'one-hop-first' or 'curriculum'; got {config.pretrain_recipe!r}")
+    tokenizer = processor.tokenizer
+    built = []
+    for until, frames, one_hop in stages:
+        examples = []
+        for scene, stride, category, yes in presence_items(train, min(frames, config.num_frames), region, config.min_pixels, seed):
+            clip = train[scene][::stride][: len(train[scene]) // stride]
+            name, answer = CATEGORIES[category].name, "yes" if yes else "no"
+            if one_hop:  # the answer follows the category word itself
+                prompt = [processor.video_token_id] * processor.num_video_tokens(len(clip)) + tokenizer.encode(
+                    PRESENCE_PROMPT.format(category=name).split(" in this room?")[0])
+                target = tokenizer.encode(answer)
+                input_ids = torch.tensor(prompt + target)
+                labels = torch.tensor([IGNORE_INDEX] * len(prompt) + target)
+            else:
+                input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip))
+            examples.append((input_ids, labels, clip))
+        built.append((until, examples))
+    return built
+
+
+def _presence_accuracy(config: OracleConfig, oracle: OracleLM, processor: Any, features: dict[str, np.ndarray],
+                       region: int) -> float:
+    """Held-out presence accuracy in the chat layout: the "yes" vs "no" logit at the answer's first token."""
+    from ..data.synthetic import CATEGORIES
+    from ..train.conversation import IGNORE_INDEX
+    from .vlm2_lookup import presence_items
+
+    test = {name: value for name, value in features.items() if name.startswith("test_")}
+    yes, no = processor.tokenizer.encode("yes")[0], processor.tokenizer.encode("no")[0]
+    correct = 0
+    items = presence_items(test, config.num_frames, region, config.min_pixels, 0)
+    with torch.no_grad():
+        for scene, _, category, is_yes in items:
+            input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=CATEGORIES[category].name),
+                                             "yes" if is_yes else "no", config.num_frames)
+            start = int((labels != IGNORE_INDEX).nonzero()[0, 0])
+            hidden = oracle.language_model(inputs_embeds=oracle.embeddings(input_ids[None, :start], test[scene][None])).last_hidden_state
+            logits = oracle.head(hidden[0, -1])
+            correct += int(bool(logits[yes] > logits[no]) == is_yes)
+    return correct / max(1, len(items))
 
 
 def run_oracle(config: OracleConfig) -> list[Any]:
@@ -357,13 +462,22 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                 cache = out / "features" / f"{split}_seed{config.seed}_frames{config.num_frames}of{config.render_frames}_region{region}.npz"
                 features.update(_render_features(config, split, scenes, region, cache))
             tick = time.perf_counter()
-            log = _train(config, oracle, processor, train_items, features, seed, f"{name} seed {seed}")
+            presence = None
+            if config.pretrain_steps:
+                _train(config, oracle, processor, _presence_stages(config, processor, features, region, seed),
+                       config.pretrain_steps, seed, f"{name} seed {seed} presence")
+                presence = _presence_accuracy(config, oracle, processor, features, region)
+            vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
+            log = _train(config, oracle, processor, [(1.0, vsi)], config.steps, seed, f"{name} seed {seed}")
             train_seconds = time.perf_counter() - tick
             tick = time.perf_counter()
             scores = evaluate(test_items, _OraclePredictor(oracle, processor, features, config.num_frames), run_dir / "eval", "vsibench",
                               resume=False, show_progress=config.progress, title=f"oracle perception — {name} seed {seed}")
+            recipe = (" tied to the category words" if config.tied else "") + (
+                f", {config.pretrain_steps} presence steps ({config.pretrain_recipe}) first, "
+                f"then {100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "")
             result = VariantResult(
-                name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens", official=scores.official.to_dict(),
+                name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens{recipe}", official=scores.official.to_dict(),
                 lenient=scores.lenient.to_dict(), seed=seed, train_seconds=train_seconds,
                 eval_seconds=time.perf_counter() - tick, train_loss=log[-1][1], loss_log=log,
                 trainable_parameters=sum(p.numel() for p in oracle.parameters()),
@@ -390,11 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default="0,1,2")
     for flag, field in (("--steps", "steps"), ("--batch-size", "batch_size"), ("--num-frames", "num_frames"),
                         ("--train-scenes", "train_scenes"), ("--test-scenes", "test_scenes"), ("--render-frames", "render_frames"),
-                        ("--image-size", "image_size"), ("--seed", "seed"), ("--num-threads", "num_threads")):
+                        ("--image-size", "image_size"), ("--seed", "seed"), ("--num-threads", "num_threads"),
+                        ("--pretrain-steps", "pretrain_steps"), ("--min-pixels", "min_pixels")):
         parser.add_argument(flag, type=int, default=getattr(defaults, field))
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--init-range", type=float, default=None, help="initial weight std (default 1/sqrt(hidden))")
     parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum"))
+    parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -408,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_frames=args.num_frames, train_scenes=args.train_scenes, test_scenes=args.test_scenes,
         render_frames=args.render_frames, image_size=args.image_size, seed=args.seed, num_threads=args.num_threads,
         learning_rate=args.learning_rate, init_range=args.init_range, eval_limit=args.eval_limit, progress=not args.no_progress,
+        tied=args.tied, pretrain_steps=args.pretrain_steps, pretrain_recipe=args.pretrain_recipe, min_pixels=args.min_pixels,
     )
     try:
         summary = run_oracle(config)

@@ -1,0 +1,129 @@
+"""Lookup-formation experiment: presence questions from region shares, tied tokens, prompts, a tiny run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spatialvlm.experiments import vlm2_lookup
+from spatialvlm.experiments.vlm2_lookup import LookupConfig, LookupModel, TiedTokens, presence_items, run_lookup
+
+BASE = Path(__file__).resolve().parents[2] / "checkpoints" / "vlm2-base-synthetic"
+REGION = 28
+
+
+def _scene(frames: int, pixels: dict[tuple[int, int], int]) -> np.ndarray:
+    """(frames, 4, 17) features: the room everywhere except (frame, category) → that many pixels in block 0."""
+    features = np.zeros((frames, 4, 17), dtype=np.float32)
+    features[..., 1] = 1.0  # wall
+    for (frame, category), count in pixels.items():
+        features[frame, 0, 3 + category] = count / REGION**2
+        features[frame, 0, 1] -= count / REGION**2
+    return features
+
+
+def test_presence_questions_follow_the_pixels_of_the_clip():
+    features = {
+        "train_00000": _scene(4, {(0, 0): 200, (1, 5): 50, (3, 7): 120}),  # chair seen early, tv too small, plant late
+        "train_00001": _scene(4, {}),  # nothing visible: no "yes" question possible
+    }
+    full = presence_items(features, 4, REGION, 100, seed=0)
+    assert [(scene, stride) for scene, stride, _, _ in full] == [("train_00000", 1)] * 2
+    (_, _, yes_category, yes), (_, _, no_category, no) = full
+    assert yes and not no and yes_category in (0, 7)
+    assert no_category not in (0, 5, 7)  # 50 px of tv is neither "yes" nor "none at all"
+    # A 1-frame clip is frame 0 alone: only the chair is visible, and the tv and the plant are absent in it.
+    short = presence_items(features, 1, REGION, 100, seed=0)
+    assert [(stride, yes) for _, stride, _, yes in short] == [(4, True), (4, False)]
+    assert short[0][2] == 0
+    for seed in range(20):
+        assert presence_items(features, 1, REGION, 100, seed=seed)[1][2] != 0
+
+
+def test_tied_tokens_are_share_weighted_word_embeddings_then_the_newline():
+    torch.manual_seed(0)
+    tokens = TiedTokens(width=6, init_range=0.1, mode="tied")
+    table = torch.randn(11, 6)
+    features = torch.rand(2, 3, 4, 17)
+    out = tokens(features, table)
+    assert out.shape == (2, 3 * 4 + 1, 6)
+    vectors = torch.cat([tokens.room, table])  # (14, 6): floor, wall, ceiling, then the 11 categories
+    for b in range(2):
+        for t in range(3):
+            for p in range(4):
+                expected = sum(features[b, t, p, c] * vectors[c] for c in range(14))
+                torch.testing.assert_close(out[b, t * 4 + p], expected)
+        torch.testing.assert_close(out[b, -1], tokens.newline)
+    # The untied tokens ignore the word embeddings; tied+mlp is their sum with the tied ones.
+    torch.manual_seed(0)
+    untied = TiedTokens(width=6, init_range=0.1, mode="mlp")
+    torch.testing.assert_close(untied(features, table), untied(features, torch.zeros(11, 6)))
+    both = TiedTokens(width=6, init_range=0.1, mode="tied+mlp")
+    both.room.data.copy_(tokens.room.data)
+    mlp = both.mlp(features).flatten(1, 2)
+    torch.testing.assert_close(both(features, table)[:, :-1], out[:, :-1] + mlp)
+    with pytest.raises(ValueError, match="tokens must be one of"):
+        TiedTokens(width=6, init_range=0.1, mode="linear")
+
+
+def test_prompts_end_where_each_row_needs_the_answer():
+    ids = {"prefix": [5, 6], "suffix": [7, 8, 9], "echo": [7, 10], "yes": 1, "no": 2, "first_category_id": 100}
+    features = {"train_00000": np.zeros((4, 4, 17), np.float32)}
+    items = [("train_00000", 2, 3, True), ("train_00000", 2, 9, False)]
+    clips, prompts, targets = vlm2_lookup._batch(items, features, ids, one_hop=False, echo=False)
+    assert clips.shape == (2, 2, 4, 17)  # every 2nd frame of 4
+    assert prompts == [[5, 6, 103, 7, 8, 9], [5, 6, 109, 7, 8, 9]] and targets.tolist() == [1, 2]
+    _, prompts, _ = vlm2_lookup._batch(items, features, ids, one_hop=True, echo=False)
+    assert prompts == [[5, 6, 103], [5, 6, 109]]  # the answer position is the category word
+    _, prompts, targets = vlm2_lookup._batch(items, features, ids, one_hop=False, echo=True)
+    assert prompts == [[5, 6, 103, 7, 10], [5, 6, 109, 7, 10]] and targets.tolist() == [103, 109]
+
+
+def test_logits_at_the_last_prompt_token_do_not_depend_on_the_batch_padding():
+    from spatialvlm.models import load_vlm2
+
+    base, _ = load_vlm2(BASE)
+    model = LookupModel(base.config.text_config, "tied", seed=0).eval()
+    features = torch.rand(2, 2, 4, 17)
+    prompts = [[10, 11, 12, 13, 14], [20, 21]]
+    with torch.no_grad():
+        together = model(features, prompts)
+        alone = torch.cat([model(features[i:i + 1], prompts[i:i + 1]) for i in range(2)])
+    assert together.shape == (2, base.config.text_config.vocab_size + 11)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    from spatialvlm.data.synthetic import SynthConfig, generate_split
+
+    root = tmp_path_factory.mktemp("lookup_bench")
+    for split, scenes in (("train", 3), ("test", 2)):
+        generate_split(root, SynthConfig(num_scenes=scenes, num_frames=8, image_size=112, seed=5, split=split), show_progress=False)
+    return root
+
+
+def test_tiny_lookup_run_writes_curves_and_resumes(tiny_bench, tmp_path, monkeypatch):
+    config = LookupConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5, render_frames=8,
+                          num_frames=4, train_scenes=3, test_scenes=2, rows=("two-hop", "curriculum", "echo"), seeds=(0,),
+                          steps=4, eval_every=2, progress=False)
+    summary = run_lookup(config)
+    assert set(summary) == {"two-hop", "curriculum", "echo"}
+    for row in summary.values():
+        assert row["step"] == [0, 2, 4] and all(0.0 <= a <= 1.0 for a in row["mean"])
+        assert row["test_questions"] % 2 == 0 and row["test_questions"] > 0  # one yes and one no per scene
+    stored = json.loads((tmp_path / "out" / "lookup.json").read_text())
+    assert stored["rows"]["two-hop"]["mean"] == summary["two-hop"]["mean"]
+    assert (tmp_path / "out" / "lookup.png").stat().st_size > 0
+    # A finished (row, seed) is read back, never retrained.
+    monkeypatch.setattr(vlm2_lookup, "_train_row", lambda *a, **k: pytest.fail("retrained a finished run"))
+    assert run_lookup(config) == summary
+
+
+def test_unknown_rows_and_token_modes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="rows come from"):
+        run_lookup(LookupConfig(out_dir=str(tmp_path), rows=("three-hop",)))
+    with pytest.raises(ValueError, match="tokens from"):
+        run_lookup(LookupConfig(out_dir=str(tmp_path), tokens="linear"))
