@@ -113,6 +113,7 @@ def test_tiny_lookup_run_writes_curves_and_resumes(tiny_bench, tmp_path, monkeyp
     assert set(summary) == {"two-hop", "curriculum", "echo"}
     for row in summary.values():
         assert row["step"] == [0, 2, 4] and all(0.0 <= a <= 1.0 for a in row["mean"])
+        assert len(row["first_step_at_70"]) == 1 and row["first_step_at_70"][0] in (None, 0, 2, 4)
         assert row["test_questions"] % 2 == 0 and row["test_questions"] > 0  # one yes and one no per scene
     stored = json.loads((tmp_path / "out" / "lookup.json").read_text())
     assert stored["rows"]["two-hop"]["mean"] == summary["two-hop"]["mean"]

@@ -32,7 +32,8 @@ embeddings would give (LLaVA's stage 1); ``--tokens mlp`` uses the oracle's unti
 "Yes": the category covers at least ``min_pixels`` pixels of the clip's frames; "no": none at all;
 one of each per scene. Held-out accuracy compares the "yes" and "no" logits at the answer position
 every ``eval_every`` steps. Each (row, seed) is one file in ``OUT/runs/`` and is not rerun;
-``OUT/lookup.json`` / ``OUT/lookup.png`` hold the curves (mean ± std over seeds).
+``OUT/lookup.json`` / ``OUT/lookup.png`` hold the curves (mean ± sample std over seeds) and, per
+seed, the first evaluated step at ≥ 70 % (None: never).
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 3.8))
     for name, row in summary.items():
         mean, std = 100 * np.asarray(row["mean"]), 100 * np.asarray(row["std"])
-        axis.plot(row["step"], mean, marker=".", label=f"{name} ({len(row['seeds'])} seeds)")
+        axis.plot(row["step"], mean, marker=".", label=f"{name} ({len(row['seeds'])} seed{'s' if len(row['seeds']) > 1 else ''})")
         axis.fill_between(row["step"], mean - std, mean + std, alpha=0.2)
     axis.axhline(50, color="grey", lw=0.8, ls="--")
     axis.set(xlabel="training step", ylabel="held-out accuracy (%)", ylim=(40, 100),
@@ -345,8 +346,9 @@ def run_lookup(config: LookupConfig) -> dict[str, Any]:
                 done.write_text(json.dumps({"row": name, "seed": seed, "tokens": config.tokens, **result}) + "\n")
             curves.append(json.loads(done.read_text()))
         accuracy = np.asarray([c["accuracy"] for c in curves])
-        summary[name] = {"step": curves[0]["step"], "mean": accuracy.mean(0).tolist(), "std": accuracy.std(0).tolist(),
+        summary[name] = {"step": curves[0]["step"], "mean": accuracy.mean(0).tolist(), "std": (accuracy.std(0, ddof=1) if len(curves) > 1 else 0 * accuracy[0]).tolist(),
                          "seeds": list(config.seeds), "test_questions": curves[0]["test_questions"],
+                         "first_step_at_70": [next((step for step, a in zip(c["step"], c["accuracy"]) if a >= 0.7), None) for c in curves],
                          "seconds": float(np.mean([c["seconds"] for c in curves]))}
     (out / "lookup.json").write_text(json.dumps({"config": dataclasses.asdict(config), "rows": summary}, indent=1) + "\n")
     _plot(summary, out / "lookup.png")
@@ -388,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for name, row in summary.items():
         print(f"{name:>10}: held-out accuracy {100 * row['mean'][-1]:.1f} ± {100 * row['std'][-1]:.1f} % after "
-              f"{row['step'][-1]} steps ({row['test_questions']} questions, {len(row['seeds'])} seeds)")
+              f"{row['step'][-1]} steps ({row['test_questions']} questions, {len(row['seeds'])} seeds; "
+              f"first step at ≥ 70 % per seed: {row['first_step_at_70']})")
     return 0
 
 
