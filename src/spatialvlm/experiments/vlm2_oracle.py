@@ -81,7 +81,9 @@ class OracleConfig:
     Training:
         rows: ``name=features`` pairs (features: "none", "cls", "xyz" or "cls,xyz").
         pretrain_steps: steps of balanced presence questions ("Is there a <category> in this room?",
-            the VSI prompt layout) before the VSI questions; 0: none.
+            the VSI prompt layout) before the VSI questions; 0: none. Measured: 3,000 such steps
+            teach two-token answers, and the VSI stage then cuts three-digit sizes to two digits
+            (docs/results.md, "The lookup and the copy").
         pretrain_recipe: how those steps form the question-conditioned lookup (``vlm2_lookup``):
             ``"one-hop-first"``: the first 30 % end the prompt at the category word (video tokens
             then "… Is there a <category>", no chat template), the rest are the chat-layout
