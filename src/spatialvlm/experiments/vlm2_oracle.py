@@ -74,7 +74,7 @@ class OracleConfig:
             docs/decisions.md: the HF default 0.02 of a 4,096-wide model is ≈ 4× too small at 128).
 
         tied: add the 11 category names to the tokenizer as single tokens and add to every video
-            token the share-weighted word embeddings of its classes (``vlm2_lookup.TiedTokens``:
+            token the share-weighted word embeddings of its classes (``vlm2_lookup.TiedTokens``'s formula:
             the token a projector aligned to the word embeddings gives) when the row has ``cls``
             (a ``none`` row stays blind, with the same tokenizer); off: the plain MLP.
 
