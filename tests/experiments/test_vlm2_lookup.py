@@ -95,19 +95,9 @@ def test_logits_at_the_last_prompt_token_do_not_depend_on_the_batch_padding():
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny_bench(tmp_path_factory):
-    from spatialvlm.data.synthetic import SynthConfig, generate_split
-
-    root = tmp_path_factory.mktemp("lookup_bench")
-    for split, scenes in (("train", 3), ("test", 2)):
-        generate_split(root, SynthConfig(num_scenes=scenes, num_frames=8, image_size=112, seed=5, split=split), show_progress=False)
-    return root
-
-
 def test_tiny_lookup_run_writes_curves_and_resumes(tiny_bench, tmp_path, monkeypatch):
     config = LookupConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5, render_frames=8,
-                          num_frames=4, train_scenes=3, test_scenes=2, rows=("two-hop", "curriculum", "echo"), seeds=(0,),
+                          num_frames=4, train_scenes=2, test_scenes=1, rows=("two-hop", "curriculum", "echo"), seeds=(0,),
                           steps=4, eval_every=2, progress=False)
     summary = run_lookup(config)
     assert set(summary) == {"two-hop", "curriculum", "echo"}

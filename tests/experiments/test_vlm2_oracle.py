@@ -47,16 +47,6 @@ def test_oracle_tokens_follow_the_pooled_grid_order_then_one_newline():
     assert moved[6] > 0 and torch.count_nonzero(moved) == 1
 
 
-@pytest.fixture(scope="module")
-def tiny_bench(tmp_path_factory):
-    from spatialvlm.data.synthetic import SynthConfig, generate_split
-
-    root = tmp_path_factory.mktemp("oracle_bench")
-    for split, scenes in (("train", 2), ("test", 1)):
-        generate_split(root, SynthConfig(num_scenes=scenes, num_frames=8, image_size=112, seed=5, split=split), show_progress=False)
-    return root
-
-
 def test_region_xyz_equals_the_stored_geometry_files(tiny_bench, tmp_path):
     """The re-rendered features agree with what ``spatialvlm synth`` wrote (an independent path)."""
     from spatialvlm.data.video import uniform_frame_indices
