@@ -86,3 +86,196 @@ def test_quick_cli_runs_diffusion_rows_on_a_frozen_pretrained_tower(tmp_path):
     assert "Seeds [0]" in (tmp_path / "seeds.md").read_text()
     # The rows trained on top of the frozen pretrained tower: the saved base tower is what they used.
     assert "shirgx" in done.stdout and "pool" in done.stdout
+
+
+def _word_tokenizer():
+    from spatialvlm.data.synthetic_images import PALETTE
+    from spatialvlm.models.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_tokens([*PALETTE, "frame"])
+    return tokenizer
+
+
+def test_patch_label_words_are_one_token_each_only_with_the_added_words():
+    from spatialvlm.data.synthetic_images import GLYPH_ALPHABET, PALETTE
+    from spatialvlm.experiments.shirgx_budget import patch_label_words
+    from spatialvlm.models.tiny import build_tiny_tokenizer
+
+    with pytest.raises(ValueError, match="answer_words_as_tokens"):
+        patch_label_words(build_tiny_tokenizer())  # its BPE splits "purple"
+    tokenizer = _word_tokenizer()
+    words = patch_label_words(tokenizer)
+    assert words["color"][0] == -1 and words["glyph"][0] == -1 and words["frame"][0] == -1
+    assert [tokenizer.decode([i]) for i in words["color"][1:].tolist()] == list(PALETTE)
+    assert "".join(tokenizer.decode([i]) for i in words["glyph"][1:].tolist()) == GLYPH_ALPHABET
+    assert tokenizer.decode(words["frame"][1:].tolist()) == "frame"
+
+
+def test_label_word_targets_sum_the_embeddings_of_each_patch_label():
+    from spatialvlm.data.synthetic_images import GLYPH_ALPHABET, IGNORE_LABEL
+    from spatialvlm.experiments.shirgx_budget import label_word_targets, patch_label_words
+
+    tokenizer = _word_tokenizer()
+    words = patch_label_words(tokenizer)
+    torch.manual_seed(0)
+    embeddings = torch.nn.Embedding(len(tokenizer), 5)
+    # Patches: a green mark; a framed "E"; text ink that is no whole character (ignored); background.
+    labels = {"color": torch.tensor([[2, 0, 0, 0]]), "glyph": torch.tensor([[0, 1 + GLYPH_ALPHABET.index("E"), IGNORE_LABEL, 0]]),
+              "frame": torch.tensor([[0, 1, 0, 0]])}
+    targets = label_word_targets(labels, words, embeddings)
+    row = lambda word: embeddings.weight[tokenizer.convert_tokens_to_ids(word)]  # noqa: E731
+    expected = torch.stack([row("green"), embeddings.weight[tokenizer("E", add_special_tokens=False)["input_ids"][0]]
+                            + row("frame"), torch.zeros(5), torch.zeros(5)])[None]
+    assert torch.allclose(targets, expected)
+
+
+def _tiny_vlm_and_patches(families, count=2, text_width=16):
+    from spatialvlm.data.preprocess import siglip_preprocess
+    from spatialvlm.data.synthetic_images import ImageSuiteConfig, make_image, patch_labels
+    from spatialvlm.models.shirgx_vlm import build_shirgx_base
+    from spatialvlm.models.tiny import tiny_llava_onevision_config
+
+    tokenizer = _word_tokenizer()
+    config = tiny_llava_onevision_config(
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "image_size": 672},
+        text_config={"hidden_size": text_width, "intermediate_size": 2 * text_width, "vocab_size": len(tokenizer)},
+    )
+    torch.manual_seed(0)
+    vlm = build_shirgx_base(config)
+    suite = ImageSuiteConfig(num_images=count, seed=0, families=families)
+    images = [make_image(suite, i) for i in range(count)]
+    pixels = siglip_preprocess([item.rendered.image for item in images], 672)
+    labels = [patch_labels(np.asarray(item.rendered.image), item.rendered.description) for item in images]
+    stacked = {key: torch.stack([torch.from_numpy(label[key]).flatten() for label in labels]) for key in labels[0]}
+    return vlm, tokenizer, pixels, stacked
+
+
+def test_aligning_the_projector_moves_patch_tokens_onto_their_label_words():
+    from spatialvlm.experiments.shirgx_budget import align_projector
+
+    vlm, tokenizer, pixels, labels = _tiny_vlm_and_patches(("dense_marks", "dense_glyphs"))
+    tower_before = {k: v.clone() for k, v in vlm.model.vision_tower.state_dict().items()}
+    untrained = align_projector(vlm, (pixels, labels), (pixels, labels), tokenizer,
+                                BudgetExperimentConfig(align_steps=0, show_progress=False))
+    stats = align_projector(vlm, (pixels, labels), (pixels, labels), tokenizer,
+                            BudgetExperimentConfig(align_steps=40, pretrain_batch_size=2, align_learning_rate=1e-2,
+                                                   show_progress=False))
+    assert len(stats["losses"]) == 40 and stats["losses"][-1] < 0.7 * stats["losses"][0]
+    # A random projector's tokens are unrelated to the words (cosine ≈ 0); aligned, they point at them.
+    assert abs(untrained["test_cosine"]) < 0.3 and stats["test_cosine"] > untrained["test_cosine"] + 0.3
+    after = vlm.model.vision_tower.state_dict()
+    assert all(torch.equal(tower_before[k], after[k]) for k in tower_before)  # only the projector trained
+
+
+def test_shared_reader_rows_read_with_one_model_and_the_trained_selector_weights(tmp_path):
+    from spatialvlm.experiments.shirgx_budget import BUDGET_ROWS, _Experiment, _mixture_paths, _shared_row_path
+
+    config = quick_config(out_dir=str(tmp_path), train_images=2, test_images=2, pretrain_steps=0,
+                          answer_words_as_tokens=True, reader="shared", show_progress=False)
+    experiment = _Experiment(config)
+    assert experiment.vlm_config.text_config.vocab_size == len(experiment.tokenizer)
+    model, _ = experiment.model_for(BUDGET_ROWS[0])
+    with torch.no_grad():
+        for parameter in model.selector.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    paths = _mixture_paths(experiment, model)
+    assert set(paths) == set(config.reader_rows)
+    assert all(path.model is model.model for name, (path, _) in paths.items() if name != "shirgx")
+    assert paths["all"][1] == 2304 - 144  # every patch, raster order
+    rows = {row.name: row for row in BUDGET_ROWS}
+    for name in ("shirgx", "shirgx-no-coord", "shirgx-no-spread", "pool"):
+        path = _shared_row_path(experiment, rows[name], model)
+        assert path.model is model.model
+        if name.startswith("shirgx"):
+            trained = model.selector.state_dict()
+            assert all(torch.equal(trained[k], v) for k, v in path.selector.state_dict().items())
+            assert path.selector.config.add_coord_embedding == (name != "shirgx-no-coord")
+            assert path.selector.config.neighbour_weight == (0.0 if name == "shirgx-no-spread" else 0.2)
+    with pytest.raises(ValueError, match="tome"):
+        experiment.config = quick_config(reader_rows=("tome",))
+        _mixture_paths(experiment, model)
+
+
+def test_align_steps_without_word_tokens_is_refused(tmp_path):
+    from spatialvlm.experiments.shirgx_budget import _Experiment
+
+    with pytest.raises(ValueError, match="answer_words_as_tokens"):
+        _Experiment(quick_config(out_dir=str(tmp_path), train_images=1, test_images=1, align_steps=3, show_progress=False))
+
+
+def test_spearman_uses_average_ranks_for_ties():
+    from spatialvlm.experiments.shirgx_budget import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # Ties: ranks of x = (1.5, 1.5, 3, 4) − 1 → Pearson with y's ranks (0, 1, 2, 3) by hand.
+    a = np.array([0.5, 0.5, 2.0, 3.0])
+    b = np.array([0.0, 1.0, 2.0, 3.0])
+    expected = ((a - a.mean()) * (b - b.mean())).sum() / np.sqrt(((a - a.mean()) ** 2).sum() * ((b - b.mean()) ** 2).sum())
+    assert spearman([512, 512, 768, 1024], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(expected)
+    assert np.isnan(spearman([512, 512, 512], [0.1, 0.2, 0.3]))  # one K for every image
+
+
+def test_content_positions_stop_at_the_answers_end_token():
+    from spatialvlm.experiments.shirgx_budget import _content_positions
+
+    eos, pad, newline = 9, 8, 7
+    labels = torch.tensor([[-100, -100, 3, 4, eos, newline, pad], [-100, 5, eos, newline, pad, pad, pad]])
+    assert _content_positions(labels, eos).tolist() == [
+        [False, False, True, True, False, False, False], [False, True, False, False, False, False, False]]
+
+
+def test_reader_curriculum_learns_to_read_the_answer_patch(tmp_path):
+    from spatialvlm.experiments.shirgx_budget import _Experiment, pretrain_reader
+
+    config = quick_config(out_dir=str(tmp_path), train_images=4, test_images=1, families=("dense_marks",),
+                          pretrain_steps=0, answer_words_as_tokens=True, freeze_projector=True, show_progress=False,
+                          reader_stages=(1, 4), reader_stage_steps=60, batch_size=4, reader_learning_rate=1e-2)
+    experiment = _Experiment(config)
+    from spatialvlm.models.shirgx_vlm import load_shirgx_base
+
+    vlm = load_shirgx_base(experiment.base_dir)
+    frozen = {name: tensor.clone() for name, tensor in vlm.state_dict().items()
+              if "vision_tower" in name or "multi_modal_projector" in name or "embed_tokens" in name}
+    train = (experiment.train_items, experiment.train_records)
+    # One question text, several answers: only reading the image token can get them all right.
+    assert len({r["question"] for r in experiment.train_records}) == 1
+    assert len({r["answers"][0] for r in experiment.train_records}) >= 3
+    stats = pretrain_reader(vlm, train, train, experiment.tokenizer, config)
+    assert stats["stages"] == [1, 4] and [len(losses) for losses in stats["losses"]] == [2, 2]
+    assert stats["losses"][0][-1] < stats["losses"][0][0]
+    # Held-out here = the four training images: the read-out of their framed marks is learnt.
+    assert stats["test_accuracy"][-1] == 100.0
+    after = vlm.state_dict()
+    assert all(torch.equal(frozen[name], after[name]) for name in frozen)  # only the LM body and head trained
+
+
+def test_shared_reader_run_saves_a_reader_that_spatialvlm_ask_loads(tmp_path):
+    from PIL import Image
+
+    from spatialvlm.experiments.shirgx_budget import run_budget_experiment
+    from spatialvlm.models.shirgx_vlm import ShirgXImagePath, load_shirgx_image_model
+    from transformers import AutoTokenizer
+
+    config = quick_config(out_dir=str(tmp_path), train_images=2, test_images=1, pretrain_steps=1, align_steps=1,
+                          answer_words_as_tokens=True, freeze_projector=True, reader="shared", reader_stages=(1,),
+                          reader_stage_steps=1, epochs=1, rows=("shirgx", "pool"), eval_budgets=(0, 512),
+                          train_budgets=(512,), show_progress=False)
+    result = run_budget_experiment(config)
+    assert set(result.accuracy) == {"shirgx", "pool"} and len(result.train_losses["shared"]) == 1
+    assert "reader" in result.pretrain and "relevance_top1_in_region" in result.pretrain["align"]
+    assert set(json.loads((tmp_path / "partial_results.json").read_text())["accuracy"]) == {"shirgx", "pool"}
+    loaded = load_shirgx_image_model(tmp_path / "reader")
+    assert "shirgx_selector" in loaded.selector_source  # the trained selector, not an untrained one
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "reader")
+    assert len(tokenizer) == loaded.model.config.text_config.vocab_size
+    assert all(len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1 for word in ("purple", "frame"))
+    image = Image.open(tmp_path / "data" / result_image(tmp_path))
+    answer = ShirgXImagePath(loaded.model, loaded.selector, loaded.image_config).answer(
+        image, "What color is the mark in the black frame?", tokenizer, decoding="diffusion", budget=512, max_new_tokens=4)
+    assert answer.num_image_tokens == 512 + 144
+
+
+def result_image(folder) -> str:
+    return json.loads((folder / "data" / "test.jsonl").read_text().splitlines()[0])["image"]

@@ -7,6 +7,11 @@ prints each answer beside the exact one and its official score. It saves the dua
 (occupancy, episodic replacements, gate per frame; as ``spatialvlm ask --viz``), its trace
 (``memory_trace.json``, which ``spatialvlm viz memory --trace`` redraws) and the answers.
 
+Then, where ``checkpoints/shirgx-tiny-synthetic`` is present, the image job: one freshly drawn
+high-detail image (a dense grid of colour marks, one framed) answered by the committed SHIRG-X
+model at two budgets (K = 512 and 1024, each plus the 144-token scaffold), with the selection heatmap of
+each (as ``spatialvlm ask --image --viz``).
+
 ``--memory-only`` instead streams a deterministic synthetic token stream through an untrained
 ``DualMemory`` on its own and plots what the memory does (the earlier demo).
 """
@@ -19,6 +24,8 @@ from pathlib import Path
 from . import parse_lengths
 
 CHECKPOINT_NAME = "checkpoints/vlm2-tiny-synthetic"
+SHIRGX_CHECKPOINT_NAME = "checkpoints/shirgx-tiny-synthetic"
+IMAGE_DEMO_BUDGETS = (512, 1024)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,11 +45,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def default_checkpoint() -> Path:
-    """The committed checkpoint: beside the source tree (editable install), else under the cwd."""
+def _committed(name: str) -> Path | None:
+    """A committed checkpoint: beside the source tree (editable install), else under the cwd."""
     for root in (Path(__file__).resolve().parents[3], Path.cwd()):
-        if (root / CHECKPOINT_NAME / "config.json").is_file():
-            return root / CHECKPOINT_NAME
+        if (root / name / "config.json").is_file():
+            return root / name
+    return None
+
+
+def default_checkpoint() -> Path:
+    """The committed VLM² checkpoint."""
+    found = _committed(CHECKPOINT_NAME)
+    if found is not None:
+        return found
     raise FileNotFoundError(
         f"no {CHECKPOINT_NAME} here; run the demo from the repository root or pass --model "
         "(python -m spatialvlm.experiments.vlm2_ablation --save-best DIR makes one)"
@@ -157,7 +172,38 @@ def _ask_scene(args: argparse.Namespace, out: Path) -> int:
     print("the same through the command line (first question):")
     print("  " + shlex.join([*command, build_prompt(items[0], "vsibench")]))
     print(f"wrote {out / 'answers.jsonl'} in {time.perf_counter() - start:.1f} s")
+    shirgx = _committed(SHIRGX_CHECKPOINT_NAME)
+    if shirgx is not None:
+        _ask_image(shirgx, args.seed, out)
     return 0
+
+
+def _ask_image(model_dir: Path, seed: int, out: Path) -> None:
+    """One dense-marks image answered at each of ``IMAGE_DEMO_BUDGETS``, with its selection heatmaps."""
+    from transformers import AutoTokenizer
+
+    from ..data.synthetic_images import ImageSuiteConfig, make_image
+    from ..diagnostics.selection_plot import plot_selection
+    from ..eval.image_prompts import ImagePromptConfig
+    from ..models import ShirgXImagePath, load_shirgx_image_model
+
+    drawn = make_image(ImageSuiteConfig(num_images=1, seed=seed, split="demo", families=("dense_marks",)), 0)
+    question = drawn.rendered.questions[0]
+    image_path = out / "image.png"
+    drawn.rendered.image.save(image_path)
+    loaded = load_shirgx_image_model(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    path = ShirgXImagePath(loaded.model, loaded.selector, loaded.image_config)
+    print(f"\nimage: {image_path} (672 px, a grid of colour marks the model never saw; one is framed)")
+    print(f"model: {model_dir}; {question['question']} exact: {question['answers'][0]}")
+    post_prompt = ImagePromptConfig().post_prompt
+    for budget in IMAGE_DEMO_BUDGETS:
+        answer = path.answer(drawn.rendered.image, question["question"], tokenizer, decoding="diffusion",
+                             budget=budget, max_new_tokens=4, post_prompt=post_prompt)
+        picture = out / f"selection_K{budget}.png"
+        plot_selection(drawn.rendered.image, answer.selection, loaded.selector.config.grid, picture,
+                       title=f"SHIRG-X, K = {budget} + 144 scaffold tokens")
+        print(f"    K = {budget} + 144 tokens: model {answer.text!r:<10} selection picture: {picture}")
 
 
 def _training_metadata(model_dir: Path) -> dict:

@@ -56,6 +56,10 @@ _SHIRGX_BUDGET = (
     "bootstrap_ci",
     "full_resolution_coverage",
     "pretrain_vision_tower",
+    "align_projector",
+    "pretrain_reader",
+    "save_reader",
+    "spearman",
     "quick_config",
     "seeds_summary_markdown",
 )

@@ -53,6 +53,12 @@ __all__ = [
     "BudgetExperimentResult",
     "kv_cache_bytes",
     "bootstrap_ci",
+    "spearman",
+    "patch_label_words",
+    "label_word_targets",
+    "align_projector",
+    "pretrain_reader",
+    "save_reader",
     "quick_config",
     "pretrain_vision_tower",
     "spatial_spread",
@@ -89,6 +95,8 @@ BUDGET_ROWS: tuple[BudgetRow, ...] = (
     BudgetRow("shirgx", "shirgx", "SHIRG-X, fixed K (also evaluated with the adaptive head: shirgx-adaptive)"),
     BudgetRow("shirgx-no-coord", "shirgx", "SHIRG-X without the coordinate embedding", {"add_coord_embedding": False}),
     BudgetRow("shirgx-no-merge", "shirgx", "SHIRG-X without merging (ε = 0)", {"merge_threshold": 0.0}),
+    BudgetRow("shirgx-no-spread", "shirgx", "SHIRG-X without spreading (w_nbr = 0: plain top-K of the score)",
+              {"neighbour_weight": 0.0}),
     BudgetRow("pool", "pool", "uniform average pooling to K + 144, after the projector (LaViDa's pooling order)"),
     BudgetRow("random", "random", "K + 144 patches uniformly at random"),
     BudgetRow("bipartite", "bipartite", "post-hoc bipartite soft matching (ToMe's rule) on final features to K + 144"),
@@ -129,6 +137,26 @@ class BudgetExperimentConfig:
             ``train.tasks.shirgx`` and the masked-diffusion decoder).
         diffusion_loss_weighting: "lavida" or "elbo" (``ShirgXTrainingConfig``).
         bootstrap_samples: resamples of the questions for each accuracy's 95 % percentile CI.
+        answer_words_as_tokens: add the palette's colour names and "frame" to the tiny tokenizer as
+            whole tokens (its BPE splits "purple" into 3), so every detail answer and every patch
+            label is one token (``patch_label_words``).
+        align_steps: optimiser steps of the projector's alignment stage after the tower's
+            pretraining (``align_projector``: each patch's projected token regressed onto the sum of
+            the LM input embeddings of its label words; LLaVA's stage 1 with exact labels for
+            captions); 0 = off. Needs ``answer_words_as_tokens``.
+        align_learning_rate: that stage's AdamW rate.
+        freeze_projector: keep the (aligned) projector and the language model's input embeddings
+            (what it was aligned to, and what question relevance reads) fixed while rows train.
+        reader: "per-row" (every row trains its own model from the base: its selector's tokens
+            only) or "shared" (one model per seed, trained on a mixture of ``reader_rows``' token
+            sets, one row drawn per step; every evaluation row then reads with it, so no row gets a
+            reader tuned to itself).
+        reader_rows: the shared reader's training mixture: names of ``BUDGET_ROWS`` methods'
+            rows, or "all" (every patch in raster order, no selection).
+        reader_stages: the language model's read-out curriculum before any row (``pretrain_reader``):
+            image-token counts n, one stage each: the answer-region patches plus n − |region| random
+            others; () = off.
+        reader_stage_steps, reader_learning_rate: optimiser steps per stage and their AdamW rate.
     """
 
     out_dir: str = "shirgx_budget_out"
@@ -159,6 +187,15 @@ class BudgetExperimentConfig:
     objective: str = "ar"
     diffusion_loss_weighting: str = "lavida"
     bootstrap_samples: int = 1000
+    answer_words_as_tokens: bool = False
+    align_steps: int = 0
+    align_learning_rate: float = 3e-3
+    freeze_projector: bool = False
+    reader: str = "per-row"
+    reader_rows: tuple[str, ...] = ("all", "shirgx", "pool", "random", "bipartite", "visionzip", "divprune")
+    reader_stages: tuple[int, ...] = ()
+    reader_stage_steps: int = 300
+    reader_learning_rate: float = 3e-3
 
 
 def quick_config(**overrides: Any) -> BudgetExperimentConfig:
@@ -228,6 +265,27 @@ def bootstrap_ci(scores: Sequence[float], samples: int = 1000, seed: int = 0, le
     means = values[draws].mean(1)
     tail = (1 - level) / 2
     return [100 * float(np.quantile(means, tail)), 100 * float(np.quantile(means, 1 - tail))]
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation with average ranks for ties (the adaptive head's K takes three
+    values, so most ranks are tied); NaN when either side is constant."""
+    import numpy as np
+
+    def ranks(values):
+        values = np.asarray(values, dtype=np.float64)
+        order = values.argsort(kind="stable")
+        ranked = np.empty(len(values))
+        ranked[order] = np.arange(len(values), dtype=np.float64)
+        # Every member of a tie gets the group's mean rank.
+        unique, inverse = np.unique(values, return_inverse=True)
+        sums = np.bincount(inverse, weights=ranked)
+        return (sums / np.bincount(inverse))[inverse]
+
+    a, b = ranks(x), ranks(y)
+    if a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def kv_cache_bytes(tokens: int, layers: int, kv_heads: int, head_dim: int, bytes_per_value: int) -> int:
@@ -351,6 +409,252 @@ def pretrain_vision_tower(vlm, train_set, test_set, config: BudgetExperimentConf
     }
 
 
+def patch_label_words(tokenizer) -> dict[str, Any]:
+    """The token id of each patch label's word, per label kind.
+
+    Returns:
+        ``{"color": (1 + len(PALETTE),), "glyph": (1 + len(GLYPH_ALPHABET),), "frame": (2,)}`` long
+        tensors indexed by the label value of ``patch_labels``; entry 0 (no colour / no character /
+        not framed) is −1, no word.
+    """
+    import torch
+
+    from ..data.synthetic_images import GLYPH_ALPHABET, PALETTE
+
+    def one(word: str) -> int:
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"patch label word {word!r} is {len(ids)} tokens; use answer_words_as_tokens=True")
+        return ids[0]
+
+    return {
+        "color": torch.tensor([-1] + [one(name) for name in PALETTE]),
+        "glyph": torch.tensor([-1] + [one(char) for char in GLYPH_ALPHABET]),
+        "frame": torch.tensor([-1, one("frame")]),
+    }
+
+
+def label_word_targets(labels: dict[str, Any], words: dict[str, Any], embeddings) -> Any:
+    """Per-patch alignment targets: the sum of the input embeddings of a patch's label words.
+
+    Args:
+        labels: ``{"color", "glyph", "frame"}``: (I, N) label values (``IGNORE_LABEL`` counts as none).
+        words: ``patch_label_words`` output.
+        embeddings: the language model's input embedding module (V → H).
+
+    Returns:
+        (I, N, H); 0 at a patch with no label (the white background).
+    """
+    total = 0
+    for key, ids in words.items():
+        token = ids[labels[key].clamp(min=0)]
+        total = total + embeddings(token.clamp(min=0)) * (token >= 0)[..., None]
+    return total
+
+
+def align_projector(vlm, train_set, test_set, tokenizer, config: BudgetExperimentConfig) -> dict[str, Any]:
+    """Train ``vlm``'s projector in place so each patch's token is the sum of its label words' input
+    embeddings (LLaVA's stage 1, with the generator's exact per-patch labels as the captions).
+
+    The vision tower and the embeddings are frozen; the loss is the mean squared error over the
+    labelled patches plus the same over the unlabelled (background) ones, so the one framed patch
+    among ~2,000 white ones weighs as much as the background does. After it, a question word and the
+    patch it names meet in the language model's input space, which is what SHIRG-X's relevance
+    ⟨P(f_i), ê_q⟩ measures.
+
+    Args:
+        vlm: the LLaVA-OneVision model (its ``model.multi_modal_projector`` trains).
+        train_set, test_set: ``(pixels (I, 3, S, S), labels {"color", "glyph", "frame"}: (I, G·G))``.
+        tokenizer: one where every label word is one token (``answer_words_as_tokens``).
+        config: ``align_steps``, ``pretrain_batch_size``, ``align_learning_rate``, ``seed``.
+
+    Returns:
+        ``{"losses": per-step loss, "test_cosine": mean cosine of token and target over labelled
+        test patches, "test_background_norm": mean norm of background tokens over that of targets}``.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    words = patch_label_words(tokenizer)
+    tower, projector = vlm.model.vision_tower, vlm.model.multi_modal_projector
+    embeddings = vlm.get_input_embeddings()
+    layer = vlm.config.vision_feature_layer
+
+    def tokens_and_targets(pixels, labels):
+        with torch.no_grad():
+            hidden = tower(pixels, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states[layer]
+            targets = label_word_targets(labels, words, embeddings)
+        return projector(hidden), targets
+
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=config.align_learning_rate)
+    steps = config.align_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / max(steps, 1))
+    )
+    rng = np.random.default_rng((config.seed, 1))
+    pixels, labels = train_set
+    history = []
+    bar = tqdm(range(steps), desc="align projector", unit="step", disable=not config.show_progress, leave=False)
+    for _ in bar:
+        chosen = torch.from_numpy(rng.choice(len(pixels), size=min(config.pretrain_batch_size, len(pixels)), replace=False))
+        tokens, targets = tokens_and_targets(pixels[chosen], {key: value[chosen] for key, value in labels.items()})
+        labelled = targets.abs().sum(-1) > 0
+        # Relative to the targets' energy (1.0 = a projector that outputs zero), so the loss does not
+        # scale with the embeddings' initialisation.
+        error = (tokens - targets).pow(2).sum(-1) / targets[labelled].pow(2).sum(-1).mean()
+        loss = error[labelled].mean() + error[~labelled].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        history.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    cosines, background, target_norm = [], [], []
+    with torch.no_grad():
+        test_pixels, test_labels = test_set
+        for start in range(0, len(test_pixels), 8):
+            chunk = {key: value[start : start + 8] for key, value in test_labels.items()}
+            tokens, targets = tokens_and_targets(test_pixels[start : start + 8], chunk)
+            labelled = targets.abs().sum(-1) > 0
+            cosines.append(torch.nn.functional.cosine_similarity(tokens[labelled], targets[labelled], dim=-1))
+            background.append(tokens[~labelled].norm(dim=-1))
+            target_norm.append(targets[labelled].norm(dim=-1))
+    return {
+        "losses": history,
+        "test_cosine": float(torch.cat(cosines).mean()),
+        "test_background_norm": float(torch.cat(background).mean() / torch.cat(target_norm).mean()),
+    }
+
+
+def _content_positions(labels, eos_token_id: int):
+    """(B, T) bool: answer positions before the answer's end token (the content a question asks for;
+    the chat template's end token, its newline and padding are not content)."""
+    from ..train.conversation import IGNORE_INDEX
+
+    answer = labels != IGNORE_INDEX
+    return answer & ((labels == eos_token_id) & answer).long().cumsum(1).eq(0)
+
+
+def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig) -> dict[str, Any]:
+    """Form the language model's read-out with a curriculum over the number of image tokens.
+
+    At stage n (``config.reader_stages``) every question's image reaches the language model as n
+    projected patch tokens in raster order: all of its answer-region patches (``region_patch_mask``)
+    and n − |region| others drawn at random. Every answer position is masked (the masked-diffusion
+    input of a fully masked answer, bidirectional attention) and the loss is the cross-entropy of the
+    answer's content tokens (``_content_positions``). The answer region is the renderer's exact
+    knowledge, used here as the tower's pretraining uses exact patch labels; no evaluation row sees it.
+
+    Why: from scratch, a 2-layer LM given hundreds of image tokens does not find the one that answers
+    (docs/results.md: 0 % over 1,000 steps at 656 tokens), but it learns to read one token, and then
+    to find it among 16, 64, 256, ...; and a loss over the whole answer (end token, newline, padding)
+    did not form the read-out even with one image token in 800 steps.
+
+    Args:
+        vlm: the LLaVA-OneVision model; its language model trains in place (input embeddings too
+            unless ``config.freeze_projector``: the aligned projector and the embeddings it was
+            aligned to stay a pair).
+        train, test: ``(items, records)``: ``ImageQADataset`` items and the split's raw rows.
+        tokenizer: for the end token.
+        config: ``reader_stages``, ``reader_stage_steps``, ``reader_learning_rate``, ``batch_size``, ``seed``.
+
+    Returns:
+        ``{"stages", "losses": per stage, mean loss per 50 steps, "test_accuracy": per stage, percent
+        of held-out questions whose content tokens are all right at that stage's n}``.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..data.synthetic_images import region_patch_mask
+    from ..models.diffusion import additive_mask
+    from ..models.shirgx_vlm import ShirgXImagePath
+    from ..train.conversation import IGNORE_INDEX
+    from ..train.tasks.shirgx import ImageQACollator
+
+    tower, projector = vlm.model.vision_tower, vlm.model.multi_modal_projector
+    layer = vlm.config.vision_feature_layer
+    path = ShirgXImagePath(vlm)  # for build_inputs only
+    collate = ImageQACollator(tokenizer.pad_token_id)
+    mask_id = vlm.config.text_config.mask_token_id
+
+    def split_tokens(items, records):
+        tokens, regions = [], []
+        with torch.no_grad():
+            for start in range(0, len(items), 8):
+                pixels = torch.stack([item["pixel_values"] for item in items[start : start + 8]])
+                hidden = tower(pixels, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states[layer]
+                tokens.append(projector(hidden))
+        for record in records:
+            regions.append(np.flatnonzero(region_patch_mask(record["regions"]).flatten()))
+        return torch.cat(tokens), regions
+
+    def batch_inputs(items, tokens, regions, chosen, count, rng):
+        width = max(count, *(len(regions[i]) for i in chosen))
+        picked = []
+        for i in chosen:
+            others = np.setdiff1d(np.arange(tokens.shape[1]), regions[i])
+            keep = np.sort(np.concatenate([regions[i], rng.choice(others, size=width - len(regions[i]), replace=False)]))
+            picked.append(tokens[i, torch.from_numpy(keep)])
+        batch = collate([items[i] for i in chosen])
+        inputs = path.build_inputs(batch["input_ids"], torch.stack(picked), batch["attention_mask"], batch["labels"])
+        labels = inputs.pop("labels")
+        answer = labels != IGNORE_INDEX
+        mask_embed = vlm.get_input_embeddings()(torch.tensor([mask_id]))
+        embeds = torch.where(answer[..., None], mask_embed, inputs["inputs_embeds"])
+        valid = inputs["attention_mask"].bool()
+        allowed = valid[:, None, :].expand(-1, valid.shape[1], -1)
+        logits = vlm(inputs_embeds=embeds, attention_mask=additive_mask(allowed, embeds.dtype),
+                     position_ids=(valid.long().cumsum(1) - 1).clamp(min=0)).logits
+        return logits, labels, _content_positions(labels, tokenizer.eos_token_id)
+
+    train_items, train_records = train
+    test_items, test_records = test
+    train_tokens, train_regions = split_tokens(train_items, train_records)
+    test_tokens, test_regions = split_tokens(test_items, test_records)
+    trainable = [p for p in vlm.model.language_model.parameters() if p.requires_grad] + list(vlm.lm_head.parameters())
+    if config.freeze_projector:
+        vlm.get_input_embeddings().requires_grad_(False)
+        trainable = [p for p in trainable if p.requires_grad]
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(trainable, lr=config.reader_learning_rate)
+    total = config.reader_stage_steps * len(config.reader_stages)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / max(total, 1)))
+    rng = np.random.default_rng((config.seed, 3))
+    history: dict[str, Any] = {"stages": list(config.reader_stages), "losses": [], "test_accuracy": []}
+    bar = tqdm(total=total, desc="pretrain reader", unit="step", disable=not config.show_progress, leave=False)
+    for count in config.reader_stages:
+        vlm.train()
+        losses = []
+        for _ in range(config.reader_stage_steps):
+            chosen = rng.choice(len(train_items), size=min(config.batch_size, len(train_items)), replace=False)
+            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng)
+            loss = torch.nn.functional.cross_entropy(logits[content].float(), labels[content])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # not clipped: from ~6 nats at the start, clipping at 1 slows the read-out's forming
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            bar.update()
+            bar.set_postfix(tokens=count, loss=f"{losses[-1]:.3f}")
+        history["losses"].append([float(np.mean(losses[i : i + 50])) for i in range(0, len(losses), 50)])
+        vlm.eval()
+        right = 0
+        test_rng = np.random.default_rng((config.seed, 4))
+        with torch.no_grad():
+            for start in range(0, len(test_items), 16):
+                chosen = np.arange(start, min(start + 16, len(test_items)))
+                logits, labels, content = batch_inputs(test_items, test_tokens, test_regions, chosen, count, test_rng)
+                wrong = (logits.argmax(-1) != labels) & content
+                right += int((~wrong.any(1)).sum())
+        history["test_accuracy"].append(100 * right / len(test_items))
+    bar.close()
+    vlm.eval()
+    return history
+
+
 def full_resolution_coverage(source_index, region_masks):
     """Share of the answer-region patches kept at full resolution: the *only* source of some token.
 
@@ -404,12 +708,18 @@ class _Experiment:
             )
             self.paths[split] = generate_image_suite(data, suite, show_progress=config.show_progress)
         self.tokenizer = build_tiny_tokenizer()
+        if config.answer_words_as_tokens:
+            from ..data.synthetic_images import PALETTE
+
+            self.tokenizer.add_tokens([*PALETTE, "frame"])
+        elif config.align_steps > 0:
+            raise ValueError("align_steps > 0 needs answer_words_as_tokens=True (one token per patch label word)")
         width = config.vision_width
         self.vlm_config = tiny_llava_onevision_config(
             vision_config={"hidden_size": width, "intermediate_size": 2 * width,
                            "num_hidden_layers": config.vision_layers, "image_size": 672},
             text_config={"hidden_size": config.text_width, "intermediate_size": 2 * config.text_width,
-                         "num_hidden_layers": config.text_layers},
+                         "num_hidden_layers": config.text_layers, "vocab_size": len(self.tokenizer)},
         )
         if config.objective not in ("ar", "diffusion"):
             raise ValueError(f"objective must be 'ar' or 'diffusion'; got {config.objective!r}")
@@ -436,11 +746,39 @@ class _Experiment:
 
         torch.manual_seed(self.config.seed)
         vlm = build_shirgx_base(self.vlm_config)
+        if self.config.pretrain_steps > 0 or self.config.align_steps > 0:
+            train_set, test_set = self._patch_label_set("train"), self._patch_label_set("test")
         if self.config.pretrain_steps > 0:
-            self.pretrain = pretrain_vision_tower(
-                vlm, self._patch_label_set("train"), self._patch_label_set("test"), self.config,
+            self.pretrain = pretrain_vision_tower(vlm, train_set, test_set, self.config)
+        if self.config.align_steps > 0:
+            self.pretrain["align"] = align_projector(vlm, train_set, test_set, self.tokenizer, self.config)
+            self.pretrain["align"]["relevance_top1_in_region"] = self._relevance_hits(vlm)
+        if self.config.reader_stages:
+            self.pretrain["reader"] = pretrain_reader(
+                vlm, (self.train_items, self.train_records), (self.test_items, self.test_records), self.tokenizer,
+                self.config,
             )
         vlm.save_pretrained(self.base_dir)
+
+    def _relevance_hits(self, vlm) -> float:
+        """Percent of test questions whose most question-relevant patch, ⟨P(f_i), ê_q⟩ max over the
+        question's tokens (``selection.text_relevance``), lies in the answer region."""
+        import torch
+
+        from ..data.synthetic_images import region_patch_mask
+        from ..selection import text_relevance
+
+        layer = vlm.config.vision_feature_layer
+        hits = []
+        with torch.no_grad():
+            for item, record in zip(self.test_items, self.test_records):
+                hidden = vlm.model.vision_tower(
+                    item["pixel_values"][None], output_hidden_states=True, interpolate_pos_encoding=True,
+                ).hidden_states[layer]
+                relevance = text_relevance(vlm.model.multi_modal_projector(hidden), vlm.get_input_embeddings()(item["question_ids"][None]))
+                region = torch.from_numpy(region_patch_mask(record["regions"])).flatten()
+                hits.append(bool(region[relevance[0].argmax()]))
+        return 100 * sum(hits) / len(hits)
 
     def _patch_label_set(self, split: str):
         """(pixels (I, 3, S, S), {"color", "glyph", "frame"}: (I, G·G) long) over a split's images."""
@@ -502,6 +840,10 @@ class _Experiment:
         vlm = load_shirgx_base(self.base_dir)
         if self.config.freeze_vision:
             vlm.model.vision_tower.requires_grad_(False)
+        if self.config.freeze_projector:
+            # The aligned pair: relevance compares projected patches with these input embeddings.
+            vlm.model.multi_modal_projector.requires_grad_(False)
+            vlm.get_input_embeddings().requires_grad_(False)
         torch.manual_seed(self.config.seed)
         training_config = self.training_config(row)
         if row.method == "shirgx":
@@ -562,6 +904,119 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
     bar.close()
     model.eval()
     return losses
+
+
+def _mixture_paths(experiment: _Experiment, model) -> dict[str, Any]:
+    """The shared reader's training paths over ``model``'s VLM: reader row name → ``(path, K or None)``.
+
+    "shirgx" is the training model itself (K drawn per step); a baseline method gets its own
+    ``BaselineSelector`` (K drawn per step); "all" is pooling to N cells, i.e. every patch in raster
+    order (K = N − 144)."""
+    from ..models.shirgx_vlm import ShirgXImagePath
+    from ..selection import BaselineSelector
+
+    selector_config = experiment.selector_config
+    image_config = experiment.training_config(BUDGET_ROWS[0]).image_config()
+    paths: dict[str, Any] = {}
+    for name in experiment.config.reader_rows:
+        if name == "shirgx":
+            paths[name] = (model, None)
+        elif name == "all":
+            selector = BaselineSelector("pool", selector_config, seed=experiment.config.seed)
+            paths[name] = (ShirgXImagePath(model.model, selector, image_config), selector_config.num_patches - selector_config.num_scaffold)
+        elif name in {row.method for row in BUDGET_ROWS} - {"shirgx", "tome"}:
+            selector = BaselineSelector(name, selector_config, seed=experiment.config.seed)
+            paths[name] = (ShirgXImagePath(model.model, selector, image_config), None)
+        else:
+            raise ValueError(f"reader_rows entry {name!r} must be 'all', 'shirgx' or a baseline method other than tome "
+                             "(ToMe needs the tower per step)")
+    return paths
+
+
+def _train_shared(experiment: _Experiment, model) -> list[float]:
+    """Train one reader (every trainable parameter of the SHIRG-X training ``model``: its VLM and its
+    selector's coordinate embedding and budget head) on a mixture of token sets: each step draws one
+    of ``reader_rows`` and a budget K; returns each epoch's mean answer loss."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..train.tasks.shirgx import ImageQACollator, sample_budget
+
+    config = experiment.config
+    paths = _mixture_paths(experiment, model)
+    names = list(paths)
+    collate = ImageQACollator(experiment.tokenizer.pad_token_id)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    order_rng = np.random.default_rng(config.seed)
+    row_rng = np.random.default_rng((config.seed, 2))
+    items = experiment.train_items
+    total = math.ceil(len(items) / config.batch_size) * config.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / total))
+    training_config = experiment.training_config(BUDGET_ROWS[0])
+    model.train()
+    losses: list[float] = []
+    step = 0
+    bar = tqdm(total=total, desc="train shared reader", unit="step", disable=not config.show_progress, leave=False)
+    for _ in range(config.epochs):
+        order = order_rng.permutation(len(items))
+        epoch_losses = []
+        for start in range(0, len(items), config.batch_size):
+            batch = collate([items[i] for i in order[start : start + config.batch_size]])
+            name = names[int(row_rng.integers(len(names)))]
+            path, fixed = paths[name]
+            budget = fixed if fixed is not None else sample_budget(config.train_budgets, config.seed, step)
+            if name == "shirgx":
+                every = config.budget_target_every
+                output = model(**batch, budget=budget, compute_budget_target=every > 0 and step % every == 0)
+                loss, answer_loss = output.loss, output.answer_loss
+            else:
+                loss = _baseline_diffusion_loss(path, batch, budget, training_config)
+                answer_loss = loss.detach()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            epoch_losses.append(float(answer_loss))
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", row=name, K=budget)
+        losses.append(sum(epoch_losses) / len(epoch_losses))
+    bar.close()
+    model.eval()
+    return losses
+
+
+def save_reader(experiment: _Experiment, model, directory: Path) -> Path:
+    """Write the shared reader where ``spatialvlm ask --image`` and ``load_shirgx_image_model`` read
+    it: the VLM (``save_pretrained``), its tokenizer (with the added words) and the trained SHIRG-X
+    selector beside it (``save_selector``)."""
+    from ..selection import save_selector
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.model.save_pretrained(directory)
+    experiment.tokenizer.save_pretrained(directory)
+    save_selector(model.selector, directory)
+    return directory
+
+
+def _shared_row_path(experiment: _Experiment, row: BudgetRow, model):
+    """The evaluation path of ``row`` over the shared reader ``model``: SHIRG-X variants get a
+    selector with the row's overrides and the trained selector's weights (coordinate embedding,
+    budget head); baselines their own selector."""
+    from ..models.shirgx_vlm import ShirgXImagePath
+    from ..selection import BaselineSelector, ShirgXSelector
+
+    training_config = experiment.training_config(row)
+    if row.method == "shirgx":
+        selector = ShirgXSelector(training_config.selector)
+        selector.load_state_dict(model.selector.state_dict())
+        selector.eval()
+    else:
+        selector = BaselineSelector(row.method, training_config.selector, seed=experiment.config.seed)
+    return ShirgXImagePath(model.model, selector, training_config.image_config())
 
 
 def _baseline_diffusion_loss(path, batch, budget: int, training_config) -> Any:
@@ -732,6 +1187,8 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
 
         for budget in config.train_budgets:  # raises with the reason when the tower is too shallow
             tome_schedule(2304, budget + 144, config.vision_layers)
+    if config.reader not in ("per-row", "shared"):
+        raise ValueError(f"reader must be 'per-row' or 'shared'; got {config.reader!r}")
     if any(b != 0 and b != 2304 and b not in config.train_budgets for b in config.eval_budgets):
         raise ValueError(f"eval_budgets {config.eval_budgets} must be 0, 2304 or one of train_budgets {config.train_budgets}")
     threads = torch.get_num_threads()
@@ -740,10 +1197,20 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
         experiment = _Experiment(config)
         result = BudgetExperimentResult(config=dataclasses.asdict(config), pretrain=experiment.pretrain)
         rows = [row for row in BUDGET_ROWS if row.name in config.rows]
-        for row in tqdm(rows, desc="rows", unit="row", disable=not config.show_progress):
-            model, path = experiment.model_for(row)
+        shared = None
+        if config.reader == "shared":
+            shared, _ = experiment.model_for(BUDGET_ROWS[0])
             started = time.perf_counter()
-            result.train_losses[row.name] = _train_row(experiment, row, model, path)
+            result.train_losses["shared"] = _train_shared(experiment, shared)
+            result.seconds["shared"] = {"train": time.perf_counter() - started, "eval": 0.0}
+            save_reader(experiment, shared, Path(config.out_dir) / "reader")
+        for row in tqdm(rows, desc="rows", unit="row", disable=not config.show_progress):
+            started = time.perf_counter()
+            if shared is not None:
+                path = _shared_row_path(experiment, row, shared)
+            else:
+                model, path = experiment.model_for(row)
+                result.train_losses[row.name] = _train_row(experiment, row, model, path)
             trained = time.perf_counter()
             adaptive = row.name == "shirgx"
             evaluation = _evaluate_row(experiment, row, path, adaptive)
@@ -757,8 +1224,11 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
                     "budgets": evaluation.adaptive_k,
                     "complexity": evaluation.complexity,
                     "question_types": [r["question_type"] for r in experiment.test_records],
+                    "spearman_k_complexity": spearman(evaluation.adaptive_k, evaluation.complexity),
                 }
                 result.accuracy[row.name].pop("adaptive")
+            # Rows done so far, on disk: a long run that stops keeps what it measured.
+            (Path(config.out_dir) / "partial_results.json").write_text(json.dumps(dataclasses.asdict(result)))
         tiny = experiment.vlm_config.text_config
         tiny_kv = dict(layers=tiny.num_hidden_layers, kv_heads=tiny.num_key_value_heads,
                        head_dim=tiny.hidden_size // tiny.num_attention_heads, bytes_per_value=4)
@@ -938,6 +1408,16 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
     if adaptive:
         lines.append(f"| shirgx-adaptive | mean K {np.mean([a['mean_budget'] for a in adaptive]):.0f}: "
                      f"{np.mean([a['accuracy'] for a in adaptive]):.1f} |" + " |" * (len(budgets) - 1))
+        correlations = [spearman(a["budgets"], a["complexity"]) for a in adaptive]
+        lines += ["", "Adaptive K per seed: Spearman(K, share of non-background pixels) "
+                  + ", ".join("n/a (one K for every image)" if math.isnan(c) else f"{c:.2f}" for c in correlations)
+                  + "; accuracy per 1,000 image tokens: adaptive "
+                  + ", ".join(f"{1000 * a['accuracy'] / (a['mean_budget'] + 144):.1f}" for a in adaptive)]
+        for budget in budgets:
+            if budget in ("0", "2304"):
+                continue
+            lines[-1] += f"; fixed K = {budget} " + ", ".join(
+                f"{1000 * r.accuracy['shirgx'][budget] / (int(budget) + 144):.1f}" for r in results if "shirgx" in r.accuracy)
     return "\n".join(lines) + "\n"
 
 
@@ -959,6 +1439,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--objective", choices=("ar", "diffusion"), default=None)
     parser.add_argument("--diffusion-loss-weighting", choices=("lavida", "elbo"), default=None)
+    parser.add_argument("--answer-words-as-tokens", action=argparse.BooleanOptionalAction, default=None,
+                        help="colour names and 'frame' as whole tokens of the tiny tokenizer")
+    parser.add_argument("--align-steps", type=int, default=None, help="projector alignment steps onto label-word embeddings")
+    parser.add_argument("--freeze-projector", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--reader", choices=("per-row", "shared"), default=None,
+                        help="one model per row, or one shared reader trained on a mixture of rows")
+    parser.add_argument("--reader-rows", default=None, help="comma list: the shared reader's training mixture")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--reader-stages", default=None, help="comma list of image-token counts: the read-out curriculum")
+    parser.add_argument("--reader-stage-steps", type=int, default=None)
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in {
@@ -969,6 +1459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads, "seed": args.seed, "pretrain_steps": args.pretrain_steps,
         "freeze_vision": args.freeze_vision, "objective": args.objective,
         "diffusion_loss_weighting": args.diffusion_loss_weighting,
+        "answer_words_as_tokens": args.answer_words_as_tokens, "align_steps": args.align_steps,
+        "freeze_projector": args.freeze_projector, "reader": args.reader,
+        "reader_rows": tuple(args.reader_rows.split(",")) if args.reader_rows else None,
+        "batch_size": args.batch_size,
+        "reader_stages": tuple(int(v) for v in args.reader_stages.split(",")) if args.reader_stages else None,
+        "reader_stage_steps": args.reader_stage_steps,
     }.items() if value is not None}
     config = quick_config(**overrides) if args.quick else BudgetExperimentConfig(**overrides)
     if args.seeds:
