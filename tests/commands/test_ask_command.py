@@ -115,6 +115,8 @@ def test_errors_before_the_model_loads_call_main(cli_inputs, tmp_path, capsys):
          "--geometry only applies to --video"),
         (["ask", "--video", cli_inputs.video, "--budget", "512", "--model", cli_inputs.model, "q"],
          "--budget only applies to --image"),
+        (["ask", "--video", cli_inputs.video, "--post-prompt", "lmms", "--model", cli_inputs.model, "q"],
+         "--post-prompt only applies to --image"),
         (["ask", "--video", cli_inputs.video, "--model", cli_inputs.model, "q"],
          "needs per-frame geometry: pass --geometry DIR"),
         (["viz", "selection", cli_inputs.video, "--budget", "100"], "--budget must be one of the selector's budgets"),
@@ -239,3 +241,12 @@ def test_image_on_a_vlm2_checkpoint_says_which_selector_runs(cli_inputs, tmp_pat
     selector_lines = [line for line in run.stderr.splitlines() if line.startswith("selector: ")]
     assert len(selector_lines) == 1 and "untrained SHIRG-X" in selector_lines[0], run.stderr
     assert "video modules (fusion, memory) are not used" in selector_lines[0]
+
+
+def test_post_prompt_values():
+    from spatialvlm.commands.ask import _post_prompt
+    from spatialvlm.eval.image_prompts import ImagePromptConfig
+
+    assert _post_prompt(None) == ""
+    assert _post_prompt("lmms") == ImagePromptConfig().post_prompt == "\nAnswer the question using a single word or phrase."
+    assert _post_prompt("\\nOne word.") == "\nOne word."

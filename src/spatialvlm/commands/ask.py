@@ -50,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the attention the checkpoint was trained with)",
     )
     parser.add_argument("--no-selector", action="store_true", help="--image: the base model's own image path")
+    parser.add_argument(
+        "--post-prompt", metavar="TEXT|lmms",
+        help="--image: text after the question in the prompt, not scored for relevance ('\\n' is a newline; "
+        "'lmms': lmms-eval's \"Answer the question using a single word or phrase.\", what the synthetic suite trains with)",
+    )
     diffusion = parser.add_argument_group(
         "masked diffusion (--decoding diffusion; defaults: LLaDA generate()'s, see docs/diffusion.md)"
     )
@@ -120,7 +125,7 @@ def _check_flags_match_input(args: argparse.Namespace) -> None:
     if args.video is not None:
         used = [name for name, on in (
             ("--budget", args.budget is not None), ("--decoding", args.decoding is not None),
-            ("--no-selector", args.no_selector),
+            ("--no-selector", args.no_selector), ("--post-prompt", args.post_prompt is not None),
             *((f"--diffusion-{flag}", getattr(args, f"diffusion_{flag.replace('-', '_')}") is not None)
               for flag, _, _ in DIFFUSION_FLAGS),
         ) if on]
@@ -296,6 +301,17 @@ def _ask_video(args: argparse.Namespace, config: dict) -> int:
     return 0
 
 
+def _post_prompt(value: str | None) -> str:
+    """``--post-prompt``: "" when absent, lmms-eval's image post-prompt for "lmms", else the text."""
+    if value is None:
+        return ""
+    if value == "lmms":
+        from ..eval.image_prompts import ImagePromptConfig
+
+        return ImagePromptConfig().post_prompt
+    return value.replace("\\n", "\n")
+
+
 def _ask_image(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoTokenizer
@@ -325,7 +341,7 @@ def _ask_image(args: argparse.Namespace) -> int:
     path = ShirgXImagePath(model, selector, image_config)
     result = path.answer(
         image, args.question, tokenizer, decoding=args.decoding or "autoregressive", budget=budget,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, post_prompt=_post_prompt(args.post_prompt),
         diffusion_config=_diffusion_config(args, tokenizer.mask_token_id) if args.decoding == "diffusion" else None,
     )
     print(result.text)
