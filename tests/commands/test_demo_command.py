@@ -41,6 +41,18 @@ def test_demo_asks_the_committed_checkpoint(tmp_path, capsys):
         assert f"exact: {gold}" in printed
         assert record["score_official"] == score_prediction(record, "vsibench", "official")
     assert (tmp_path / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The image job: the committed SHIRG-X model answers one image at two budgets, each with its
+    # selection picture, and `spatialvlm ask --image` gives the same answer at K = 512.
+    answers = re.findall(r"K = (\d+) \+ 144 tokens: model '([^']*)'", printed)
+    assert [int(k) for k, _ in answers] == [512, 1024]
+    for budget in (512, 1024):
+        assert (tmp_path / f"selection_K{budget}.png").read_bytes()[:4] == b"\x89PNG"
+    question = re.search(r"shirgx-tiny-synthetic; (.*\?) exact: (\w+)", printed)
+    shirgx = checkpoint.parent / "shirgx-tiny-synthetic"
+    assert main(["ask", "--image", str(tmp_path / "image.png"), "--model", str(shirgx), "--decoding", "diffusion",
+                 "--budget", "512", "--post-prompt", "lmms", "--max-new-tokens", "4", "--no-progress",
+                 question.group(1)]) == 0
+    assert capsys.readouterr().out.strip() == answers[0][1]
     # The trace `spatialvlm viz memory --help` points at is written, and viz redraws it.
     assert main(["viz", "memory", "--trace", str(tmp_path / "memory_trace.json"), "--out", str(tmp_path / "again.png")]) == 0
     assert "demo_out/memory_trace.json" in main_help("viz", "memory")

@@ -52,6 +52,7 @@ _SHIRGX_BUDGET = (
     "BudgetRow",
     "budget_results_markdown",
     "plot_budget_results",
+    "plot_seeds_accuracy",
     "run_budget_experiment",
     "bootstrap_ci",
     "full_resolution_coverage",

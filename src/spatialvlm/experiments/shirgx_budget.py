@@ -67,6 +67,7 @@ __all__ = [
     "budget_results_markdown",
     "seeds_summary_markdown",
     "plot_budget_results",
+    "plot_seeds_accuracy",
     "main",
 ]
 
@@ -1384,6 +1385,38 @@ def plot_budget_results(result: BudgetExperimentResult, folder: str | Path) -> l
     return paths
 
 
+def plot_seeds_accuracy(results: Sequence[BudgetExperimentResult], path: str | Path) -> Path:
+    """Accuracy against image tokens, mean over seeds with ± one standard deviation, one line per row."""
+    import matplotlib
+    import matplotlib.ticker
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [str(b) for b in results[0].config["eval_budgets"]]
+    tokens = [results[0].memory[b]["tokens"] for b in budgets]
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    for name in results[0].accuracy:
+        values = np.array([[r.accuracy[name][b] for b in budgets] for r in results])
+        style = "-o" if name.startswith("shirgx") else "--s"
+        axis.errorbar(tokens, values.mean(0), yerr=values.std(0, ddof=1) if len(results) > 1 else None, fmt=style,
+                      capsize=3, label=name, linewidth=2.2 if name == "shirgx" else 1)
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axis.set_xticks(tokens, [str(t) for t in tokens])
+    axis.set_xlabel("image tokens handed to the language model")
+    axis.set_ylabel(f"accuracy (%; mean ± std over {len(results)} seeds)")
+    axis.set_title("Detail questions: accuracy vs token budget, one shared reader per seed")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
     """Accuracy (mean over seeds, 95 % CI from resampling the pooled per-question scores) and
     answer-region coverage per row and budget, over several seeds' results."""
@@ -1404,6 +1437,18 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
             coverage = [r.spread[name][budget]["region_full_res"] for r in results if budget in r.spread.get(name, {})]
             cells.append(f"{mean:.1f} [{low:.0f}–{high:.0f}]" + (f" / {np.mean(coverage):.0f}" if coverage else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    kinds = sorted({kind for r in results for scores in r.family_accuracy.values() for f in scores.values() for kind in f})
+    per_type = ["", "Per question type (accuracy %, mean over seeds ± std): " + ", ".join(kinds), "",
+              "| row | " + " | ".join(f"{kind} @ {_budget_label(b)}" for b in budgets for kind in kinds) + " |",
+              "|---|" + "---|" * (len(budgets) * len(kinds))]
+    for name in results[0].accuracy:
+        cells = []
+        for budget in budgets:
+            for kind in kinds:
+                values = [r.family_accuracy[name][budget][kind] for r in results if kind in r.family_accuracy[name].get(budget, {})]
+                spread = f" ± {np.std(values, ddof=1):.0f}" if len(values) > 1 else ""
+                cells.append(f"{np.mean(values):.0f}{spread}" if values else "–")
+        per_type.append(f"| {name} | " + " | ".join(cells) + " |")
     adaptive = [r.adaptive for r in results if r.adaptive]
     if adaptive:
         lines.append(f"| shirgx-adaptive | mean K {np.mean([a['mean_budget'] for a in adaptive]):.0f}: "
@@ -1418,7 +1463,7 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
                 continue
             lines[-1] += f"; fixed K = {budget} " + ", ".join(
                 f"{1000 * r.accuracy['shirgx'][budget] / (int(budget) + 144):.1f}" for r in results if "shirgx" in r.accuracy)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + per_type) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1477,6 +1522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (Path(config.out_dir) / "seeds.md").write_text(summary)
         print(summary)
         result = results[0]
+        if args.figures:
+            print(f"wrote {plot_seeds_accuracy(results, Path(args.figures) / 'shirgx_accuracy_vs_budget_seeds.png')}")
     else:
         result = run_budget_experiment(config)
         print(budget_results_markdown(result))
