@@ -549,9 +549,9 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
     knowledge, used here as the tower's pretraining uses exact patch labels; no evaluation row sees it.
 
     Why: from scratch, a 2-layer LM given hundreds of image tokens does not find the one that answers
-    (docs/results.md: 0 % over 1,000 steps at 656 tokens), but it learns to read one token, and then
+    (docs/decisions.md: chance after 1,000 steps at 656 tokens), but it learns to read one token, and then
     to find it among 16, 64, 256, ...; and a loss over the whole answer (end token, newline, padding)
-    did not form the read-out even with one image token in 800 steps.
+    did not form the read-out even with one image token in 800 steps (38 % after 1,000).
 
     Args:
         vlm: the LLaVA-OneVision model; its language model trains in place (input embeddings too
@@ -855,13 +855,18 @@ class _Experiment:
         return path, path
 
 
-def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[float]:
-    """Train every parameter of ``model`` on the train split; returns each epoch's mean answer loss."""
+def _optimise(experiment: _Experiment, model, description: str, step_loss) -> list[float]:
+    """The rows' training loop: AdamW over ``model``'s trainable parameters, warm-up then linear decay,
+    ``epochs`` passes over the train split in a seeded order, gradients clipped at 1.
+
+    ``step_loss(batch, step)`` returns ``(loss, answer_loss, postfix)`` for one batch (postfix: what
+    the progress bar shows besides the loss). Returns each epoch's mean answer loss.
+    """
     import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from ..train.tasks.shirgx import ImageQACollator, sample_budget
+    from ..train.tasks.shirgx import ImageQACollator
 
     config = experiment.config
     collate = ImageQACollator(experiment.tokenizer.pad_token_id)
@@ -869,29 +874,18 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     order_rng = np.random.default_rng(config.seed)
     items = experiment.train_items
-    steps_per_epoch = math.ceil(len(items) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = math.ceil(len(items) / config.batch_size) * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / total))
     model.train()
     losses: list[float] = []
     step = 0
-    bar = tqdm(total=total, desc=f"train {row.name}", unit="step", disable=not config.show_progress, leave=False)
+    bar = tqdm(total=total, desc=description, unit="step", disable=not config.show_progress, leave=False)
     for _ in range(config.epochs):
         order = order_rng.permutation(len(items))
         epoch_losses = []
         for start in range(0, len(items), config.batch_size):
             batch = collate([items[i] for i in order[start : start + config.batch_size]])
-            budget = sample_budget(config.train_budgets, config.seed, step)
-            if row.method == "shirgx":
-                every = config.budget_target_every
-                output = model(**batch, budget=budget, compute_budget_target=every > 0 and step % every == 0)
-                loss, answer_loss = output.loss, output.answer_loss
-            elif config.objective == "diffusion":
-                loss = _baseline_diffusion_loss(path, batch, budget, experiment.training_config(row))
-                answer_loss = loss.detach()
-            else:
-                loss = path(**batch, budget=budget).loss
-                answer_loss = loss.detach()
+            loss, answer_loss, postfix = step_loss(batch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -900,11 +894,38 @@ def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[flo
             epoch_losses.append(float(answer_loss))
             step += 1
             bar.update()
-            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", K=budget)
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", **postfix)
         losses.append(sum(epoch_losses) / len(epoch_losses))
     bar.close()
     model.eval()
     return losses
+
+
+def _shirgx_step(model, batch, budget: int, step: int, every: int):
+    """One SHIRG-X step: the mixed-budget answer loss, plus the budget head's targets every ``every`` steps."""
+    output = model(**batch, budget=budget, compute_budget_target=every > 0 and step % every == 0)
+    return output.loss, output.answer_loss
+
+
+def _train_row(experiment: _Experiment, row: BudgetRow, model, path) -> list[float]:
+    """Train every parameter of ``model`` on the train split; returns each epoch's mean answer loss."""
+    from ..train.tasks.shirgx import sample_budget
+
+    config = experiment.config
+
+    def step_loss(batch, step):
+        budget = sample_budget(config.train_budgets, config.seed, step)
+        if row.method == "shirgx":
+            loss, answer_loss = _shirgx_step(model, batch, budget, step, config.budget_target_every)
+        elif config.objective == "diffusion":
+            loss = _baseline_diffusion_loss(path, batch, budget, experiment.training_config(row))
+            answer_loss = loss.detach()
+        else:
+            loss = path(**batch, budget=budget).loss
+            answer_loss = loss.detach()
+        return loss, answer_loss, {"K": budget}
+
+    return _optimise(experiment, model, f"train {row.name}", step_loss)
 
 
 def _mixture_paths(experiment: _Experiment, model) -> dict[str, Any]:
@@ -939,55 +960,27 @@ def _train_shared(experiment: _Experiment, model) -> list[float]:
     selector's coordinate embedding and budget head) on a mixture of token sets: each step draws one
     of ``reader_rows`` and a budget K; returns each epoch's mean answer loss."""
     import numpy as np
-    import torch
-    from tqdm.auto import tqdm
 
-    from ..train.tasks.shirgx import ImageQACollator, sample_budget
+    from ..train.tasks.shirgx import sample_budget
 
     config = experiment.config
     paths = _mixture_paths(experiment, model)
     names = list(paths)
-    collate = ImageQACollator(experiment.tokenizer.pad_token_id)
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    order_rng = np.random.default_rng(config.seed)
     row_rng = np.random.default_rng((config.seed, 2))
-    items = experiment.train_items
-    total = math.ceil(len(items) / config.batch_size) * config.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / total))
     training_config = experiment.training_config(BUDGET_ROWS[0])
-    model.train()
-    losses: list[float] = []
-    step = 0
-    bar = tqdm(total=total, desc="train shared reader", unit="step", disable=not config.show_progress, leave=False)
-    for _ in range(config.epochs):
-        order = order_rng.permutation(len(items))
-        epoch_losses = []
-        for start in range(0, len(items), config.batch_size):
-            batch = collate([items[i] for i in order[start : start + config.batch_size]])
-            name = names[int(row_rng.integers(len(names)))]
-            path, fixed = paths[name]
-            budget = fixed if fixed is not None else sample_budget(config.train_budgets, config.seed, step)
-            if name == "shirgx":
-                every = config.budget_target_every
-                output = model(**batch, budget=budget, compute_budget_target=every > 0 and step % every == 0)
-                loss, answer_loss = output.loss, output.answer_loss
-            else:
-                loss = _baseline_diffusion_loss(path, batch, budget, training_config)
-                answer_loss = loss.detach()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            epoch_losses.append(float(answer_loss))
-            step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", row=name, K=budget)
-        losses.append(sum(epoch_losses) / len(epoch_losses))
-    bar.close()
-    model.eval()
-    return losses
+
+    def step_loss(batch, step):
+        name = names[int(row_rng.integers(len(names)))]
+        path, fixed = paths[name]
+        budget = fixed if fixed is not None else sample_budget(config.train_budgets, config.seed, step)
+        if name == "shirgx":
+            loss, answer_loss = _shirgx_step(model, batch, budget, step, config.budget_target_every)
+        else:
+            loss = _baseline_diffusion_loss(path, batch, budget, training_config)
+            answer_loss = loss.detach()
+        return loss, answer_loss, {"row": name, "K": budget}
+
+    return _optimise(experiment, model, "train shared reader", step_loss)
 
 
 def save_reader(experiment: _Experiment, model, directory: Path) -> Path:
