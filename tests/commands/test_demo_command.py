@@ -43,8 +43,10 @@ def test_demo_asks_the_committed_checkpoint(tmp_path, capsys):
     assert (tmp_path / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The image job: the committed SHIRG-X model answers one image at two budgets, each with its
     # selection picture, and `spatialvlm ask --image` gives the same answer at K = 512.
-    answers = re.findall(r"K = (\d+) \+ 144 tokens: model '([^']*)'", printed)
+    answers = re.findall(r"    K = (\d+) \+ 144 tokens: model '([^']*)'", printed)
     assert [int(k) for k, _ in answers] == [512, 1024]
+    adaptive = re.search(r"adaptive head: K = (\d+) \+ 144 tokens: model '([^']*)'", printed)
+    assert int(adaptive.group(1)) in (512, 768, 1024)
     for budget in (512, 1024):
         assert (tmp_path / f"selection_K{budget}.png").read_bytes()[:4] == b"\x89PNG"
     question = re.search(r"shirgx-tiny-synthetic; (.*\?) exact: (\w+)", printed)
@@ -53,6 +55,9 @@ def test_demo_asks_the_committed_checkpoint(tmp_path, capsys):
                  "--budget", "512", "--post-prompt", "lmms", "--max-new-tokens", "4", "--no-progress",
                  question.group(1)]) == 0
     assert capsys.readouterr().out.strip() == answers[0][1]
+    assert main(["ask", "--image", str(tmp_path / "image.png"), "--model", str(shirgx), "--decoding", "diffusion",
+                 "--post-prompt", "lmms", "--max-new-tokens", "4", "--no-progress", question.group(1)]) == 0
+    assert capsys.readouterr().out.strip() == adaptive.group(2)  # ask's default budget is the adaptive head
     # The trace `spatialvlm viz memory --help` points at is written, and viz redraws it.
     assert main(["viz", "memory", "--trace", str(tmp_path / "memory_trace.json"), "--out", str(tmp_path / "again.png")]) == 0
     assert "demo_out/memory_trace.json" in main_help("viz", "memory")

@@ -2,6 +2,7 @@
 against hand computations; vision-tower pretraining on exact patch labels; the --quick CLI end to end
 (diffusion objective, frozen pretrained tower, one seed through --seeds)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -279,3 +280,74 @@ def test_shared_reader_run_saves_a_reader_that_spatialvlm_ask_loads(tmp_path):
 
 def result_image(folder) -> str:
     return json.loads((folder / "data" / "test.jsonl").read_text().splitlines()[0])["image"]
+
+
+def test_fitting_the_budget_head_alone_learns_targets_it_could_not_have_by_default():
+    from spatialvlm.experiments.shirgx_budget import fit_budget_head
+    from spatialvlm.selection.budget import BudgetHead
+
+    torch.manual_seed(0)
+    head = BudgetHead(8, (512, 768, 1024), default_index=1)
+    entropy = torch.rand(90, 8)
+    # The target is a threshold rule on one channel: a head that learnt nothing answers 768 always.
+    targets = torch.bucketize(entropy[:, 3].contiguous(), torch.tensor([1 / 3, 2 / 3]))
+    assert (head.choose(head(entropy)) == 768).all()
+    log = fit_budget_head(head, entropy, targets, steps=400, learning_rate=3e-2)
+    chosen = head.choose(head(entropy))
+    expected = torch.tensor([512, 768, 1024])[targets]
+    assert (chosen == expected).float().mean() > 0.9
+    assert log[-1] < 0.5 * log[0]
+
+
+def test_budget_head_targets_are_the_whole_answer_masked_losses_of_each_budget(tmp_path):
+    from spatialvlm.experiments.shirgx_budget import BUDGET_ROWS, _Experiment, budget_head_targets
+    from spatialvlm.models.diffusion import additive_mask
+    from spatialvlm.selection.budget import patch_entropy
+    from spatialvlm.train.tasks.shirgx import budget_targets
+
+    config = quick_config(out_dir=str(tmp_path), train_images=2, test_images=1, pretrain_steps=0,
+                          train_budgets=(512, 1024), show_progress=False)
+    experiment = _Experiment(config)
+    model, path = experiment.model_for(BUDGET_ROWS[0])
+    entropy, losses, targets = budget_head_targets(model, experiment.train_items)
+    assert entropy.shape == (2, config.vision_width) and losses.shape == (2, 2)
+    assert torch.equal(targets, budget_targets(losses, model.training_config.budget_target_margin))
+    # Independent forward: every answer position is the mask token, bidirectional attention, the mean
+    # cross-entropy over the answer tokens at their own positions (no shift).
+    vlm, mask_id = path.model, experiment.vlm_config.text_config.mask_token_id
+    for index, item in enumerate(experiment.train_items):
+        hidden = path.vision_hidden_states(item["pixel_values"][None])
+        with torch.no_grad():
+            for column, budget in enumerate((512, 1024)):
+                tokens = path.select_and_project(hidden, vlm.get_input_embeddings()(item["question_ids"][None]), None, budget).tokens
+                inputs = path.build_inputs(item["input_ids"][None], tokens, torch.ones(1, len(item["input_ids"]), dtype=torch.long),
+                                           item["labels"][None])
+                labels = inputs.pop("labels")[0]
+                answer = labels != -100
+                embeds = inputs["inputs_embeds"].clone()
+                embeds[0, answer] = vlm.get_input_embeddings()(torch.tensor(mask_id))
+                everything = torch.ones(1, len(labels), len(labels), dtype=torch.bool)
+                logits = vlm(inputs_embeds=embeds, attention_mask=additive_mask(everything, embeds.dtype)).logits[0]
+                expected = torch.nn.functional.cross_entropy(logits[answer], labels[answer])
+                assert losses[index, column] == pytest.approx(float(expected), rel=1e-4)
+        layer = experiment.vlm_config.vision_feature_layer
+        assert torch.allclose(entropy[index], patch_entropy(hidden[layer])[0])
+
+
+def test_a_run_resumes_its_base_and_reader_and_refuses_other_settings(tmp_path, monkeypatch):
+    import spatialvlm.experiments.shirgx_budget as budget
+
+    config = quick_config(out_dir=str(tmp_path), train_images=2, test_images=1, pretrain_steps=1,
+                          answer_words_as_tokens=True, reader="shared", epochs=1, rows=("shirgx",),
+                          eval_budgets=(512,), train_budgets=(512, 768), show_progress=False)
+    first = budget.run_budget_experiment(config)
+    # The resumed run trains nothing: its base and reader come from OUT, its budget head is fitted anew.
+    monkeypatch.setattr(budget, "_train_shared", lambda *args: pytest.fail("the shared reader was retrained"))
+    monkeypatch.setattr(budget, "pretrain_vision_tower", lambda *args: pytest.fail("the tower was retrained"))
+    second = budget.run_budget_experiment(dataclasses.replace(config, budget_head_steps=5))
+    assert second.accuracy == first.accuracy and second.predictions == first.predictions
+    assert second.pretrain["losses"] == first.pretrain["losses"]
+    fit = second.pretrain["budget_head"]
+    assert sum(fit["target_counts"]) == 2 and fit["budgets"] == [512, 768] and len(fit["loss_log"]) == 2
+    with pytest.raises(ValueError, match="learning_rate"):
+        budget.run_budget_experiment(dataclasses.replace(config, learning_rate=0.5))

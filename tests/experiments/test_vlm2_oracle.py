@@ -211,3 +211,39 @@ def test_tiny_tied_run_with_presence_pretraining_records_the_presence_accuracy(t
     share = float(result["description"].split("then ")[1].split(" %")[0])
     assert share in (0.0, 50.0, 100.0)  # one test scene: one "yes" and one "no" question
     assert result["loss_log"][-1][0] == 2 and np.isfinite(result["train_loss"])
+
+
+def test_interleaved_pools_take_their_share_of_the_steps_evenly():
+    from spatialvlm.experiments.vlm2_oracle import _interleaved_pool
+
+    first, second = ["presence"], ["vsi"]
+    for share_first, share_second in ((1, 1), (1, 3), (3000, 2500)):
+        picks = [_interleaved_pool(((share_first, first), (share_second, second)), step) is first for step in range(1100)]
+        fraction = share_first / (share_first + share_second)
+        # Every prefix holds ⌊n·f⌋ first-pool steps: the share exactly, spread evenly (never a long run).
+        assert all(sum(picks[:n]) == int(n * fraction) for n in range(1, 1101))
+    assert [_interleaved_pool(((1, first), (1, second)), s)[0] for s in range(4)] == ["vsi", "presence", "vsi", "presence"]
+
+
+def test_mixed_recipe_interleaves_presence_with_the_vsi_steps_in_one_schedule(tiny_bench, tmp_path, monkeypatch):
+    import spatialvlm.experiments.vlm2_oracle as oracle_module
+
+    calls = []
+    original = oracle_module._train
+
+    def spy(config, oracle, processor, stages, steps, seed, desc):
+        calls.append((steps, [until for until, _ in stages], [type(examples) for _, examples in stages], desc))
+        return original(config, oracle, processor, stages, steps, seed, desc)
+
+    monkeypatch.setattr(oracle_module, "_train", spy)
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
+                          render_frames=8, image_size=112, num_frames=4, train_scenes=2, test_scenes=1, min_pixels=1,
+                          rows=("tied=cls,xyz",), seeds=(0,), steps=3, pretrain_steps=3, pretrain_recipe="mixed",
+                          tied=True, progress=False)
+    run_oracle(config)
+    # One schedule of 6 steps; the presence clips grow over it (1, 4, then all frames), each stage a pool pair.
+    assert len(calls) == 1 and calls[0][0] == 6 and calls[0][1] == [0.3, 0.6, 1.0]
+    assert calls[0][2] == [tuple, tuple, tuple]
+    result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
+    assert "3 presence steps (mixed) interleaved with the VSI steps" in result["description"]
+    assert result["loss_log"][-1][0] == 6

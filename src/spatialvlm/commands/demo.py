@@ -204,6 +204,10 @@ def _ask_image(model_dir: Path, seed: int, out: Path) -> None:
         plot_selection(drawn.rendered.image, answer.selection, loaded.selector.config.grid, picture,
                        title=f"SHIRG-X, K = {budget} + 144 scaffold tokens")
         print(f"    K = {budget} + 144 tokens: model {answer.text!r:<10} selection picture: {picture}")
+    # The adaptive head's own choice (fitted to the K each training question needed; docs/results.md).
+    answer = path.answer(drawn.rendered.image, question["question"], tokenizer, decoding="diffusion",
+                         budget=None, max_new_tokens=4, post_prompt=post_prompt)
+    print(f"    adaptive head: K = {answer.num_image_tokens - 144} + 144 tokens: model {answer.text!r}")
 
 
 def _training_metadata(model_dir: Path) -> dict:

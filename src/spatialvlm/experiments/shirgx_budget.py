@@ -58,6 +58,8 @@ __all__ = [
     "label_word_targets",
     "align_projector",
     "pretrain_reader",
+    "budget_head_targets",
+    "fit_budget_head",
     "save_reader",
     "quick_config",
     "pretrain_vision_tower",
@@ -158,6 +160,15 @@ class BudgetExperimentConfig:
             image-token counts n, one stage each: the answer-region patches plus n − |region| random
             others; () = off.
         reader_stage_steps, reader_learning_rate: optimiser steps per stage and their AdamW rate.
+        budget_head_steps: after the SHIRG-X training (shared reader or the "shirgx" row), fit the
+            adaptive budget head alone on every training question's target (``budget_head_targets``:
+            the smallest K whose whole-answer-masked loss is within ``budget_target_margin`` of the
+            largest K's; ``fit_budget_head``), this many full-batch steps; 0 = off (the head keeps
+            what the mixed-budget training gave it).
+        budget_head_learning_rate: that fit's AdamW rate.
+
+    A run resumes: ``OUT/base`` (with ``pretrain.json``) and ``OUT/reader`` (with
+    ``reader_training.json``) are reused when they exist and were made with the same settings.
     """
 
     out_dir: str = "shirgx_budget_out"
@@ -197,6 +208,25 @@ class BudgetExperimentConfig:
     reader_stages: tuple[int, ...] = ()
     reader_stage_steps: int = 300
     reader_learning_rate: float = 3e-3
+    budget_head_steps: int = 0
+    budget_head_learning_rate: float = 1e-2
+
+
+# Settings that do not change the base or the shared reader: a resumed run may differ in these.
+_RESUMABLE_KEYS = frozenset({
+    "out_dir", "rows", "eval_budgets", "threads", "show_progress", "bootstrap_samples", "max_new_tokens",
+    "budget_head_steps", "budget_head_learning_rate",
+})
+
+
+def _check_resumable(stored: dict[str, Any], config: BudgetExperimentConfig, what: Path) -> None:
+    """Raise when ``what`` was made with settings (``stored``) that ``config`` changes."""
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as stored
+    changed = sorted(key for key in current if key not in _RESUMABLE_KEYS and stored.get(key) != current[key])
+    if changed:
+        key = changed[0]
+        raise ValueError(f"{what} was made with {key}={stored.get(key)!r}, this run has {current[key]!r} "
+                         f"({len(changed)} setting(s) differ); pass another --out or delete it")
 
 
 def quick_config(**overrides: Any) -> BudgetExperimentConfig:
@@ -656,6 +686,84 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
     return history
 
 
+def budget_head_targets(model, items, show_progress: bool = False) -> tuple[Any, Any, Any]:
+    """What the trained reader says each training question needs: per-budget answer losses and the
+    budget head's input.
+
+    Every question runs at every selector budget with its whole answer masked (the masked-diffusion
+    decoder's first step; a causal LM: teacher forcing), so the loss is deterministic — the mixed-
+    budget training draws one random mask per step, too noisy to rank three budgets by. One question
+    per forward (no padding inside the answer).
+
+    Args:
+        model: the trained ``ShirgXTrainingModel``.
+        items: ``ImageQADataset`` items.
+        show_progress: a progress bar over the questions.
+
+    Returns:
+        ``(entropy, losses, targets)``: (Q, D) the head's input (``patch_entropy`` of the features it
+        reads), (Q, n_budgets) mean answer loss per budget, (Q,) ``budget_targets`` indices.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..selection.budget import patch_entropy
+    from ..train.conversation import IGNORE_INDEX
+    from ..train.tasks.shirgx import budget_targets
+
+    config = model.training_config
+    layer = config.score_layer if config.score_layer is not None else model.model.config.vision_feature_layer
+    entropies, losses = [], []
+    model.eval()
+    with torch.no_grad():
+        for item in tqdm(items, desc="budget targets", unit="q", disable=not show_progress, leave=False):
+            batch = {key: item[key][None] for key in ("input_ids", "labels", "pixel_values", "question_ids")}
+            batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+            batch["question_mask"] = torch.ones_like(batch["question_ids"])
+            answer = batch["labels"] != IGNORE_INDEX
+            row = []
+            for budget in config.selector.budgets:
+                output = model(**batch, budget=budget, diffusion_mask=(answer, torch.ones(1)))
+                row.append(output.answer_loss)
+            losses.append(torch.stack(row))
+            hidden = model.image_path().vision_hidden_states(batch["pixel_values"])[layer]
+            entropies.append(patch_entropy(hidden, config.selector.entropy_temperature)[0])
+    losses = torch.stack(losses)
+    return torch.stack(entropies), losses, budget_targets(losses, config.budget_target_margin)
+
+
+def fit_budget_head(head, entropy, targets, steps: int, learning_rate: float = 1e-2, seed: int = 0) -> list[float]:
+    """Train the budget head alone (full batch, AdamW, cross-entropy) on fixed ``(entropy, targets)``.
+
+    Why a stage of its own: inside the mixed-budget training the head sees a target every
+    ``budget_target_every`` SHIRG-X steps only (≈ 11 in the shared reader's 300-step mixture), and
+    never moved off its default (docs/results.md, issue 16 second look).
+
+    Args:
+        head: ``BudgetHead``; trained in place.
+        entropy: (Q, D) inputs; targets: (Q,) budget indices (``budget_head_targets``).
+        steps: full-batch steps; learning_rate: AdamW rate; seed: initialisation is the head's own.
+
+    Returns:
+        The loss every 50 steps.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.0)
+    head.train()
+    log = []
+    for step in range(steps):
+        loss = torch.nn.functional.cross_entropy(head(entropy).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == steps - 1:
+            log.append(float(loss.detach()))
+    head.eval()
+    return log
+
+
 def full_resolution_coverage(source_index, region_masks):
     """Share of the answer-region patches kept at full resolution: the *only* source of some token.
 
@@ -745,6 +853,12 @@ class _Experiment:
 
         from ..models.shirgx_vlm import build_shirgx_base
 
+        record = self.base_dir / "pretrain.json"
+        if record.is_file() and (self.base_dir / "config.json").is_file():
+            stored = json.loads(record.read_text())
+            _check_resumable(stored["config"], self.config, self.base_dir)
+            self.pretrain = stored["pretrain"]
+            return
         torch.manual_seed(self.config.seed)
         vlm = build_shirgx_base(self.vlm_config)
         if self.config.pretrain_steps > 0 or self.config.align_steps > 0:
@@ -760,6 +874,7 @@ class _Experiment:
                 self.config,
             )
         vlm.save_pretrained(self.base_dir)
+        record.write_text(json.dumps({"config": dataclasses.asdict(self.config), "pretrain": self.pretrain}))
 
     def _relevance_hits(self, vlm) -> float:
         """Percent of test questions whose most question-relevant patch, ⟨P(f_i), ê_q⟩ max over the
@@ -996,6 +1111,43 @@ def save_reader(experiment: _Experiment, model, directory: Path) -> Path:
     return directory
 
 
+def _load_reader(model, directory: Path) -> None:
+    """Put a saved shared reader (``save_reader``) into the SHIRG-X training ``model``, in place."""
+    from ..models.shirgx_vlm import load_shirgx_base
+    from ..selection import load_selector
+
+    model.model.load_state_dict(load_shirgx_base(directory).state_dict())
+    model.selector.load_state_dict(load_selector(directory, model.selector.config.vision_dim).state_dict())
+
+
+def _fit_budget_head(experiment: _Experiment, model) -> dict[str, Any]:
+    """``budget_head_targets`` over the training questions, then ``fit_budget_head``; returns what
+    they measured: target counts per K, their Spearman with image complexity, the loss log."""
+    from PIL import Image
+
+    config = experiment.config
+    started = time.perf_counter()
+    entropy, losses, targets = budget_head_targets(model, experiment.train_items, config.show_progress)
+    log = fit_budget_head(model.selector.budget_head, entropy, targets, config.budget_head_steps,
+                          config.budget_head_learning_rate, config.seed)
+    complexity = []
+    for record in experiment.train_records:
+        with Image.open(experiment.paths["train"].parent / record["image"]) as image:
+            complexity.append(_ink_fraction(image))
+    budgets = model.training_config.selector.budgets
+    chosen = model.selector.budget_head.choose(model.selector.budget_head(entropy)).tolist()
+    return {
+        "budgets": list(budgets),
+        "target_counts": [int((targets == i).sum()) for i in range(len(budgets))],
+        "spearman_target_complexity": spearman(targets.tolist(), complexity),
+        "train_choice_counts": [chosen.count(k) for k in budgets],
+        "train_agreement": 100 * sum(budgets[t] == c for t, c in zip(targets.tolist(), chosen)) / len(chosen),
+        "mean_losses": losses.mean(0).tolist(),
+        "loss_log": log,
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def _shared_row_path(experiment: _Experiment, row: BudgetRow, model):
     """The evaluation path of ``row`` over the shared reader ``model``: SHIRG-X variants get a
     selector with the row's overrides and the trained selector's weights (coordinate embedding,
@@ -1194,10 +1346,22 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
         shared = None
         if config.reader == "shared":
             shared, _ = experiment.model_for(BUDGET_ROWS[0])
-            started = time.perf_counter()
-            result.train_losses["shared"] = _train_shared(experiment, shared)
-            result.seconds["shared"] = {"train": time.perf_counter() - started, "eval": 0.0}
-            save_reader(experiment, shared, Path(config.out_dir) / "reader")
+            reader_dir = Path(config.out_dir) / "reader"
+            record = reader_dir / "reader_training.json"
+            if record.is_file():
+                stored = json.loads(record.read_text())
+                _check_resumable(stored["config"], config, reader_dir)
+                _load_reader(shared, reader_dir)
+                result.train_losses["shared"], result.seconds["shared"] = stored["losses"], stored["seconds"]
+            else:
+                started = time.perf_counter()
+                result.train_losses["shared"] = _train_shared(experiment, shared)
+                result.seconds["shared"] = {"train": time.perf_counter() - started, "eval": 0.0}
+            if config.budget_head_steps:
+                result.pretrain["budget_head"] = _fit_budget_head(experiment, shared)
+            save_reader(experiment, shared, reader_dir)
+            record.write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result.train_losses["shared"],
+                                          "seconds": result.seconds["shared"]}))
         for row in tqdm(rows, desc="rows", unit="row", disable=not config.show_progress):
             started = time.perf_counter()
             if shared is not None:
@@ -1205,6 +1369,8 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
             else:
                 model, path = experiment.model_for(row)
                 result.train_losses[row.name] = _train_row(experiment, row, model, path)
+                if row.name == "shirgx" and config.budget_head_steps:
+                    result.pretrain["budget_head"] = _fit_budget_head(experiment, model)
             trained = time.perf_counter()
             adaptive = row.name == "shirgx"
             evaluation = _evaluate_row(experiment, row, path, adaptive)
@@ -1487,6 +1653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--reader-stages", default=None, help="comma list of image-token counts: the read-out curriculum")
     parser.add_argument("--reader-stage-steps", type=int, default=None)
+    parser.add_argument("--budget-head-steps", type=int, default=None,
+                        help="fit the adaptive budget head alone on the reader's per-question targets after training")
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in {
@@ -1502,7 +1670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reader_rows": tuple(args.reader_rows.split(",")) if args.reader_rows else None,
         "batch_size": args.batch_size,
         "reader_stages": tuple(int(v) for v in args.reader_stages.split(",")) if args.reader_stages else None,
-        "reader_stage_steps": args.reader_stage_steps,
+        "reader_stage_steps": args.reader_stage_steps, "budget_head_steps": args.budget_head_steps,
     }.items() if value is not None}
     config = quick_config(**overrides) if args.quick else BudgetExperimentConfig(**overrides)
     if args.seeds:

@@ -88,10 +88,14 @@ class OracleConfig:
             ``"one-hop-first"``: the first 30 % end the prompt at the category word (video tokens
             then "… Is there a <category>", no chat template), the rest are the chat-layout
             question; ``"curriculum"``: chat-layout questions on 1-frame clips up to 30 %, 4-frame
-            clips up to 60 %, then all frames.
+            clips up to 60 %, then all frames; ``"mixed"``: the curriculum's presence steps interleaved
+            evenly with the ``steps`` VSI steps in one schedule of ``steps + pretrain_steps`` (presence
+            before VSI taught two-token answers that cut three-digit sizes; mixing is the fix tried).
         seeds: replicates (initialisation and batch order).
-        steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up, gradient clip 1
-            (each stage its own schedule); min_pixels: a presence question's "yes" threshold.
+        steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up (each stage its own
+            schedule); min_pixels: a presence question's "yes" threshold.
+        max_grad_norm: gradient clipping (1.0); None: none (issue 16's read-out formed only
+            unclipped: from ~6 nats at the start, clipping at 1 slows it).
         num_threads / progress: torch threads; progress bars.
         eval_limit: score only the first N held-out questions (smoke runs).
     """
@@ -115,6 +119,7 @@ class OracleConfig:
     min_pixels: int = 100
     batch_size: int = 8
     learning_rate: float = 1e-3
+    max_grad_norm: float | None = 1.0
     num_threads: int = 1
     progress: bool = True
     eval_limit: int | None = None
@@ -332,7 +337,10 @@ def _train(config: OracleConfig, oracle: OracleLM, processor: Any, stages: Seque
     """Train ``oracle`` in place for ``steps``; returns the logged (step, mean loss) pairs.
 
     ``stages``: (fraction of the steps it lasts up to, examples), the last up to 1; an example is
-    ``(input_ids, labels, features)`` with features (T, P, 17), T the same within a stage.
+    ``(input_ids, labels, features)`` with features (T, P, 17), T the same within a stage. Examples
+    may instead be a pair of ``(share, examples)`` pools: each step draws its whole batch from one of
+    them, interleaved evenly at their shares (``_interleaved_pool``; clips of different lengths never
+    meet in one batch).
     """
     from tqdm.auto import tqdm
 
@@ -349,6 +357,8 @@ def _train(config: OracleConfig, oracle: OracleLM, processor: Any, stages: Seque
     log, running = [], []
     for step in tqdm(range(steps), desc=desc, disable=not config.progress):
         examples = next(examples for until, examples in stages if step < until * steps or until >= 1.0)
+        if isinstance(examples, tuple):
+            examples = _interleaved_pool(examples, step)
         batch = [examples[i] for i in torch.randint(len(examples), (config.batch_size,), generator=generator).tolist()]
         input_ids = pad_sequences([example[0] for example in batch], processor.tokenizer.pad_token_id)
         labels = pad_sequences([example[1] for example in batch], IGNORE_INDEX)
@@ -360,7 +370,8 @@ def _train(config: OracleConfig, oracle: OracleLM, processor: Any, stages: Seque
         loss = torch.nn.functional.cross_entropy(oracle.head(hidden[:, :-1][answer]), target[answer])
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         schedule.step()
         running.append(float(loss.detach()))
@@ -369,6 +380,14 @@ def _train(config: OracleConfig, oracle: OracleLM, processor: Any, stages: Seque
             running = []
     oracle.train(False)
     return log
+
+
+def _interleaved_pool(pools: Sequence[tuple[float, list]], step: int) -> list:
+    """The pool step ``step`` draws from, of two ``(share, examples)`` pools: the first at its share of
+    the steps, spread evenly (step s is the first pool's when ⌊(s + 1)·f⌋ > ⌊s·f⌋, f its share)."""
+    (first_share, first), (second_share, second) = pools
+    fraction = first_share / (first_share + second_share)
+    return first if math.floor((step + 1) * fraction) > math.floor(step * fraction) else second
 
 
 def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, np.ndarray], region: int,
@@ -381,10 +400,10 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
     train = {name: value for name, value in features.items() if name.startswith("train_")}
     if config.pretrain_recipe == "one-hop-first":
         stages = ((0.3, config.num_frames, True), (1.0, config.num_frames, False))
-    elif config.pretrain_recipe == "curriculum":
+    elif config.pretrain_recipe in ("curriculum", "mixed"):
         stages = ((0.3, 1, False), (0.6, 4, False), (1.0, config.num_frames, False))
     else:
-        raise ValueError(f"pretrain_recipe is 'one-hop-first' or 'curriculum'; got {config.pretrain_recipe!r}")
+        raise ValueError(f"pretrain_recipe is 'one-hop-first', 'curriculum' or 'mixed'; got {config.pretrain_recipe!r}")
     tokenizer = processor.tokenizer
     built = []
     for until, frames, one_hop in stages:
@@ -465,19 +484,28 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                 features.update(_render_features(config, split, scenes, region, cache))
             tick = time.perf_counter()
             presence = None
-            if config.pretrain_steps:
+            vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
+            mixed = config.pretrain_steps and config.pretrain_recipe == "mixed"
+            if config.pretrain_steps and not mixed:  # presence first; its accuracy after that stage
                 _train(config, oracle, processor, _presence_stages(config, processor, features, region, seed),
                        config.pretrain_steps, seed, f"{name} seed {seed} presence")
                 presence = _presence_accuracy(config, oracle, processor, features, region)
-            vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
-            log = _train(config, oracle, processor, [(1.0, vsi)], config.steps, seed, f"{name} seed {seed}")
+            if mixed:  # presence steps (their clip curriculum) interleaved with the VSI steps from the start
+                stages = [(until, ((config.pretrain_steps, questions), (config.steps, vsi)))
+                          for until, questions in _presence_stages(config, processor, features, region, seed)]
+                log = _train(config, oracle, processor, stages, config.steps + config.pretrain_steps, seed,
+                             f"{name} seed {seed} presence + VSI")
+                presence = _presence_accuracy(config, oracle, processor, features, region)
+            else:
+                log = _train(config, oracle, processor, [(1.0, vsi)], config.steps, seed, f"{name} seed {seed}")
             train_seconds = time.perf_counter() - tick
             tick = time.perf_counter()
             scores = evaluate(test_items, _OraclePredictor(oracle, processor, features, config.num_frames), run_dir / "eval", "vsibench",
                               resume=False, show_progress=config.progress, title=f"oracle perception — {name} seed {seed}")
+            order = "interleaved with the VSI steps, then" if mixed else "first, then"
             recipe = (" tied to the category words" if config.tied else "") + (
-                f", {config.pretrain_steps} presence steps ({config.pretrain_recipe}) first, "
-                f"then {100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "")
+                f", {config.pretrain_steps} presence steps ({config.pretrain_recipe}) {order} "
+                f"{100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "")
             result = VariantResult(
                 name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens{recipe}", official=scores.official.to_dict(),
                 lenient=scores.lenient.to_dict(), seed=seed, train_seconds=train_seconds,
@@ -511,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, type=int, default=getattr(defaults, field))
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--init-range", type=float, default=None, help="initial weight std (default 1/sqrt(hidden))")
+    parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="gradient clipping; 0: none")
     parser.add_argument("--eval-limit", type=int, default=None)
-    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum"))
+    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum", "mixed"))
     parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -526,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()), steps=args.steps, batch_size=args.batch_size,
         num_frames=args.num_frames, train_scenes=args.train_scenes, test_scenes=args.test_scenes,
         render_frames=args.render_frames, image_size=args.image_size, seed=args.seed, num_threads=args.num_threads,
-        learning_rate=args.learning_rate, init_range=args.init_range, eval_limit=args.eval_limit, progress=not args.no_progress,
+        learning_rate=args.learning_rate, init_range=args.init_range, max_grad_norm=args.max_grad_norm or None,
+        eval_limit=args.eval_limit, progress=not args.no_progress,
         tied=args.tied, pretrain_steps=args.pretrain_steps, pretrain_recipe=args.pretrain_recipe, min_pixels=args.min_pixels,
     )
     try:
