@@ -72,13 +72,47 @@ def test_prompts_end_where_each_row_needs_the_answer():
     ids = {"prefix": [5, 6], "suffix": [7, 8, 9], "echo": [7, 10], "yes": 1, "no": 2, "first_category_id": 100}
     features = {"train_00000": np.zeros((4, 4, 17), np.float32)}
     items = [("train_00000", 2, 3, True), ("train_00000", 2, 9, False)]
-    clips, prompts, targets = vlm2_lookup._batch(items, features, ids, one_hop=False, echo=False)
+    clips, prompts, targets, preambles = vlm2_lookup._batch(items, features, ids, one_hop=False, echo=False)
+    assert preambles is None
     assert clips.shape == (2, 2, 4, 17)  # every 2nd frame of 4
     assert prompts == [[5, 6, 103, 7, 8, 9], [5, 6, 109, 7, 8, 9]] and targets.tolist() == [1, 2]
-    _, prompts, _ = vlm2_lookup._batch(items, features, ids, one_hop=True, echo=False)
+    _, prompts, _, _ = vlm2_lookup._batch(items, features, ids, one_hop=True, echo=False)
     assert prompts == [[5, 6, 103], [5, 6, 109]]  # the answer position is the category word
-    _, prompts, targets = vlm2_lookup._batch(items, features, ids, one_hop=False, echo=True)
+    _, prompts, targets, _ = vlm2_lookup._batch(items, features, ids, one_hop=False, echo=True)
     assert prompts == [[5, 6, 103, 7, 10], [5, 6, 109, 7, 10]] and targets.tolist() == [103, 109]
+
+
+def test_question_first_and_both_put_the_question_before_the_video():
+    ids = {"prefix": [5, 6], "suffix": [7, 8, 9], "echo": [7, 10], "yes": 1, "no": 2, "first_category_id": 100}
+    features = {"train_00000": np.zeros((4, 4, 17), np.float32)}
+    items = [("train_00000", 1, 3, True)]
+    first, both = vlm2_lookup.ROWS["question-first"], vlm2_lookup.ROWS["question-both"]
+    _, prompts, targets, preambles = vlm2_lookup._batch(items, features, ids, False, False, first)
+    assert preambles == [[5, 6, 103, 7, 8, 9]] and prompts == [[]] and targets.tolist() == [1]
+    _, prompts, _, preambles = vlm2_lookup._batch(items, features, ids, False, False, both)
+    assert preambles == [[5, 6, 103, 7, 8, 9]] and prompts == [[5, 6, 103, 7, 8, 9]]
+    # The one-hop warm-up and the echo task keep their own layout (question after the video only).
+    _, prompts, _, preambles = vlm2_lookup._batch(items, features, ids, True, False, first)
+    assert preambles is None and prompts == [[5, 6, 103]]
+
+
+def test_question_first_logits_are_read_at_the_videos_closing_token():
+    from spatialvlm.models import load_vlm2
+
+    base, _ = load_vlm2(BASE)
+    model = LookupModel(base.config.text_config, "tied", seed=0).eval()
+    features = torch.rand(2, 2, 4, 17)
+    question = [[10, 11, 12], [20, 21, 22]]
+    with torch.no_grad():
+        logits = model(features, [[], []], question)
+        # Independent: the whole sequence by hand, question embeddings then video tokens (+ newline).
+        embed = model.language_model.embed_tokens
+        video = model.tokens(features, embed.weight[model.first_category_id:])
+        sequence = torch.cat([embed(torch.tensor(question)), video], 1)
+        expected = model.head(model.language_model(inputs_embeds=sequence).last_hidden_state[:, -1])
+    torch.testing.assert_close(logits, expected)
+    with pytest.raises(ValueError, match="one common length|share one length"):
+        model(features, [[], []], [[1, 2], [3]])
 
 
 def test_logits_at_the_last_prompt_token_do_not_depend_on_the_batch_padding():

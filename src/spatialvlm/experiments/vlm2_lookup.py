@@ -21,6 +21,12 @@ answer position, a dozen tokens later, fetches that result. Rows:
   trained directly.
 - ``one-hop-first``: the first 30 % of the steps on ``one-hop`` prompts (the lookup forms where
   it is fast), then ``two-hop`` ones (only the copy is left to learn).
+- ``question-first``: the question *before* the video, the answer read at the video's closing
+  token: every video token can attend to the category word (the lookup happens where the evidence
+  is), and the answer position gathers from the video tokens right before it.
+- ``question-both``: the question before the video and again after it (the two-hop layout plus
+  the question-first one).
+- ``question-first-curriculum``: ``question-first`` with ``curriculum``'s clip stages.
 
 The video tokens are the oracle's ground truth per pooled 2×2 patch block (``vlm2_oracle``'s
 ``region_features``), made *tied* to the language model's vocabulary: a block's token is the share-
@@ -64,12 +70,16 @@ class LookupRow:
     """One training recipe: ``one_hop`` ends the prompt at the category word; ``curriculum``:
     (fraction of steps, frames) stages, the last one all frames; ``echo``: share of each batch
     given to the echo task; ``one_hop_first``: fraction of the steps trained on one-hop prompts
-    before the two-hop ones (evaluated two-hop throughout)."""
+    before the two-hop ones (evaluated two-hop throughout); ``question_before`` / ``question_after``:
+    where the two-hop question sits relative to the video tokens (at least one; with the question
+    only before, the answer is read at the video's closing newline token)."""
 
     one_hop: bool = False
     curriculum: tuple[tuple[float, int], ...] = ()
     echo: float = 0.0
     one_hop_first: float = 0.0
+    question_before: bool = False
+    question_after: bool = True
 
 
 ROWS: dict[str, LookupRow] = {
@@ -78,6 +88,9 @@ ROWS: dict[str, LookupRow] = {
     "curriculum": LookupRow(curriculum=((0.3, 1), (0.6, 4))),
     "echo": LookupRow(echo=0.5),
     "one-hop-first": LookupRow(one_hop_first=0.3),
+    "question-first": LookupRow(question_before=True, question_after=False),
+    "question-both": LookupRow(question_before=True),
+    "question-first-curriculum": LookupRow(curriculum=((0.3, 1), (0.6, 4)), question_before=True, question_after=False),
 }
 
 
@@ -199,12 +212,18 @@ class LookupModel(nn.Module):
         self.tokens = TiedTokens(config.hidden_size, config.initializer_range, tokens)
         self.first_category_id = text_config.vocab_size
 
-    def forward(self, features: torch.Tensor, prompts: Sequence[list[int]]) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, prompts: Sequence[list[int]],
+                preambles: Sequence[list[int]] | None = None) -> torch.Tensor:
+        """``preambles``: B token lists of one common length put before the video (None: none)."""
         embed = self.language_model.embed_tokens
         table = embed.weight[self.first_category_id:]
         video = self.tokens(features, table)
+        if preambles is not None:
+            if len({len(p) for p in preambles}) != 1:
+                raise ValueError("preambles must share one length (no padding before the video)")
+            video = torch.cat([embed(torch.tensor(list(preambles))), video], 1)
         longest = max(len(p) for p in prompts)
-        ids = torch.tensor([p + [0] * (longest - len(p)) for p in prompts])  # right padding: causal, never attended
+        ids = torch.tensor([p + [0] * (longest - len(p)) for p in prompts], dtype=torch.long)  # right padding: causal, never attended
         hidden = self.language_model(inputs_embeds=torch.cat([video, embed(ids)], 1)).last_hidden_state
         last = torch.tensor([len(p) for p in prompts]) + video.shape[1] - 1
         return self.head(hidden[torch.arange(len(prompts)), last])
@@ -218,26 +237,32 @@ def _prompts(tokenizer: Any, first_category_id: int) -> dict[str, Any]:
     return {**ids, "yes": yes, "no": no, "first_category_id": first_category_id}
 
 
-def _batch(items, features, ids, one_hop: bool, echo: bool):
-    """(features (B, T', P, 17), prompts, target ids) of presence (or echo) questions."""
+def _batch(items, features, ids, one_hop: bool, echo: bool, row: LookupRow | None = None):
+    """(features (B, T', P, 17), prompts, target ids, preambles) of presence (or echo) questions;
+    ``row`` places the two-hop question before and/or after the video (default: after only;
+    preambles None)."""
     clips = torch.from_numpy(np.stack([features[scene][::stride][: len(features[scene]) // stride]
                                        for scene, stride, _, _ in items]).astype(np.float32))
-    prompts, targets = [], []
+    before = row is not None and row.question_before and not (one_hop or echo)
+    after = row is None or row.question_after or one_hop or echo
+    prompts, targets, preambles = [], [], []
     for _, _, category, yes in items:
         word = ids["first_category_id"] + category
+        question = ids["prefix"] + [word] + ids["suffix"]
         tail = ids["echo"] if echo else [] if one_hop else ids["suffix"]
-        prompts.append(ids["prefix"] + [word] + tail)
+        prompts.append(ids["prefix"] + [word] + tail if after else [])
+        preambles.append(question)
         targets.append(word if echo else ids["yes"] if yes else ids["no"])
-    return clips, prompts, torch.tensor(targets)
+    return clips, prompts, torch.tensor(targets), preambles if before else None
 
 
-def _accuracy(model: LookupModel, items, features, ids, one_hop: bool) -> float:
+def _accuracy(model: LookupModel, items, features, ids, one_hop: bool, row: LookupRow | None = None) -> float:
     correct = 0
     with torch.no_grad():
         for start in range(0, len(items), 32):
             chunk = items[start:start + 32]
-            clips, prompts, targets = _batch(chunk, features, ids, one_hop, False)
-            logits = model(clips, prompts)
+            clips, prompts, targets, preambles = _batch(chunk, features, ids, one_hop, False, row)
+            logits = model(clips, prompts, preambles)
             predicted = torch.where(logits[:, ids["yes"]] > logits[:, ids["no"]], ids["yes"], ids["no"])
             correct += int((predicted == targets).sum())
     return correct / max(1, len(items))
@@ -259,18 +284,18 @@ def _train_row(config: LookupConfig, row: LookupRow, seed: int, features, region
         optimizer, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps))))
     generator = np.random.default_rng(seed + 1)
     echo_count = int(round(row.echo * config.batch_size))
-    curve = {"step": [0], "accuracy": [_accuracy(model, held_out, test, ids, row.one_hop)], "train_loss": [None]}
+    curve = {"step": [0], "accuracy": [_accuracy(model, held_out, test, ids, row.one_hop, row)], "train_loss": [None]}
     running: list[float] = []
     tick = time.perf_counter()
     bar = tqdm(range(config.steps), desc=desc, disable=not config.progress)
     for step in bar:
         pool = next(items for fraction, items in stages if step < fraction * config.steps or fraction >= 1.0)
         chosen = [pool[i] for i in generator.integers(len(pool), size=config.batch_size - echo_count)]
-        clips, prompts, targets = _batch(chosen, train, ids, row.one_hop or step < row.one_hop_first * config.steps, False)
-        logits = model(clips, prompts)
+        clips, prompts, targets, preambles = _batch(chosen, train, ids, row.one_hop or step < row.one_hop_first * config.steps, False, row)
+        logits = model(clips, prompts, preambles)
         loss = nn.functional.cross_entropy(logits, targets)
         if echo_count:
-            clips, prompts, targets = _batch([full[i] for i in generator.integers(len(full), size=echo_count)], train, ids, False, True)
+            clips, prompts, targets, _ = _batch([full[i] for i in generator.integers(len(full), size=echo_count)], train, ids, False, True)
             loss = (loss * len(chosen) + nn.functional.cross_entropy(model(clips, prompts), targets) * echo_count) / config.batch_size
         optimizer.zero_grad()
         loss.backward()
@@ -280,7 +305,7 @@ def _train_row(config: LookupConfig, row: LookupRow, seed: int, features, region
         running.append(float(loss.detach()))
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             curve["step"].append(step + 1)
-            curve["accuracy"].append(_accuracy(model, held_out, test, ids, row.one_hop))
+            curve["accuracy"].append(_accuracy(model, held_out, test, ids, row.one_hop, row))
             curve["train_loss"].append(float(np.mean(running)))
             running = []
             bar.set_postfix(accuracy=f"{curve['accuracy'][-1]:.3f}")
