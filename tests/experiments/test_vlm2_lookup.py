@@ -152,3 +152,26 @@ def test_unknown_rows_and_token_modes_are_refused(tmp_path):
         run_lookup(LookupConfig(out_dir=str(tmp_path), rows=("three-hop",)))
     with pytest.raises(ValueError, match="tokens from"):
         run_lookup(LookupConfig(out_dir=str(tmp_path), tokens="linear"))
+
+
+def test_token_subset_keeps_the_strongest_evidence_token_and_clip_order():
+    from spatialvlm.experiments.vlm2_base import NUM_ROOM_CLASSES
+
+    clip = np.zeros((2, 4, 17), np.float32)
+    clip[..., 14] = np.arange(8).reshape(2, 4)  # a position tag per token (an x coordinate)
+    clip[1, 2, NUM_ROOM_CLASSES + 5] = 0.6  # category 5 shows most in token 6 (frame 1, block 2)
+    clip[0, 1, NUM_ROOM_CLASSES + 5] = 0.2
+    rng = np.random.default_rng(0)
+    one = vlm2_lookup._token_subset(clip, 5, 1, rng)
+    assert one.shape == (1, 1, 17) and one[0, 0, 14] == 6
+    four = vlm2_lookup._token_subset(clip, 5, 4, rng)
+    tags = four[0, :, 14].tolist()
+    assert 6 in tags and tags == sorted(tags) and len(set(tags)) == 4
+    # An absent category: any one token; a count beyond the clip: the whole clip, flattened.
+    assert vlm2_lookup._token_subset(clip, 7, 1, rng).shape == (1, 1, 17)
+    np.testing.assert_array_equal(vlm2_lookup._token_subset(clip, 5, 99, rng)[0], clip.reshape(8, 17))
+    # In a batch every clip is cut the same way: (B, 1, n, 17).
+    features = {"train_00000": clip}
+    ids = {"prefix": [5], "suffix": [7], "echo": [7], "yes": 1, "no": 2, "first_category_id": 100}
+    clips, _, _, _ = vlm2_lookup._batch([("train_00000", 1, 5, True)] * 2, features, ids, False, False, None, 4, rng)
+    assert clips.shape == (2, 1, 4, 17)

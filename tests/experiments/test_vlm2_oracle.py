@@ -201,6 +201,30 @@ def test_presence_stages_grow_the_clip_and_match_their_video_tokens(tiny_bench, 
         _presence_stages(dataclasses.replace(config, pretrain_recipe="two-hop-first"), processor, features, 28, seed=0)
 
 
+def test_token_mixed_presence_stages_cut_clips_to_the_evidence_token_plus_others(tiny_bench, tmp_path):
+    from spatialvlm.data.synthetic import CATEGORIES
+    from spatialvlm.experiments.vlm2_base import NUM_ROOM_CLASSES
+    from spatialvlm.experiments.vlm2_oracle import OracleLM, _presence_stages, _render_features
+
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
+                          tied=True, min_pixels=1, pretrain_recipe="token-mixed", progress=False)
+    _, processor = OracleLM.from_base(config, ("cls",), seed=0)
+    features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
+    stages = _presence_stages(config, processor, features, 28, seed=0)
+    assert [until for until, _ in stages] == [0.2, 0.35, 0.5, 0.65, 1.0]
+    names = [processor.tokenizer.convert_tokens_to_ids(c.name) for c in CATEGORIES]
+    for (_, examples), tokens in zip(stages, (1, 4, 16, 64, None)):
+        for input_ids, labels, clip in examples:
+            count = 4 * 16 if tokens is None or tokens >= 64 else tokens  # 4 frames × 16 blocks at most
+            assert clip.shape == ((4, 16, 17) if tokens is None else (1, count, 17))
+            assert int((input_ids == processor.video_token_id).sum()) == count + 1  # + the newline token
+    # One token: a "yes" question's token shows the asked category (it is the strongest evidence).
+    for input_ids, labels, clip in stages[0][1]:
+        category = names.index(next(int(t) for t in input_ids if int(t) in names))
+        if processor.tokenizer.decode(labels[labels != -100][:1]).strip() == "yes":
+            assert clip[0, 0, NUM_ROOM_CLASSES + category] > 0
+
+
 def test_tiny_tied_run_with_presence_pretraining_records_the_presence_accuracy(tiny_bench, tmp_path):
     config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
                           render_frames=8, image_size=112, num_frames=4, train_scenes=2, test_scenes=1, min_pixels=1,

@@ -27,6 +27,10 @@ answer position, a dozen tokens later, fetches that result. Rows:
 - ``question-both``: the question before the video and again after it (the two-hop layout plus
   the question-first one).
 - ``question-first-curriculum``: ``question-first`` with ``curriculum``'s clip stages.
+- ``token-curriculum``: issue 16's read-out curriculum carried over: each clip first reaches the
+  model as ONE region token (the one showing most of the asked category, or a random one when it is
+  absent), then 4, 16 and 64 of its tokens (that one plus random others, in clip order), then the
+  whole clip (``_token_subset``).
 
 The video tokens are the oracle's ground truth per pooled 2×2 patch block (``vlm2_oracle``'s
 ``region_features``), made *tied* to the language model's vocabulary: a block's token is the share-
@@ -72,7 +76,9 @@ class LookupRow:
     given to the echo task; ``one_hop_first``: fraction of the steps trained on one-hop prompts
     before the two-hop ones (evaluated two-hop throughout); ``question_before`` / ``question_after``:
     where the two-hop question sits relative to the video tokens (at least one; with the question
-    only before, the answer is read at the video's closing newline token)."""
+    only before, the answer is read at the video's closing newline token); ``token_stages``:
+    (fraction of steps, n) stages in which each clip reaches the model as n of its region tokens
+    (``_token_subset``), then the whole clip."""
 
     one_hop: bool = False
     curriculum: tuple[tuple[float, int], ...] = ()
@@ -80,6 +86,7 @@ class LookupRow:
     one_hop_first: float = 0.0
     question_before: bool = False
     question_after: bool = True
+    token_stages: tuple[tuple[float, int], ...] = ()
 
 
 ROWS: dict[str, LookupRow] = {
@@ -91,6 +98,7 @@ ROWS: dict[str, LookupRow] = {
     "question-first": LookupRow(question_before=True, question_after=False),
     "question-both": LookupRow(question_before=True),
     "question-first-curriculum": LookupRow(curriculum=((0.3, 1), (0.6, 4)), question_before=True, question_after=False),
+    "token-curriculum": LookupRow(token_stages=((0.2, 1), (0.35, 4), (0.5, 16), (0.65, 64))),
 }
 
 
@@ -237,12 +245,29 @@ def _prompts(tokenizer: Any, first_category_id: int) -> dict[str, Any]:
     return {**ids, "yes": yes, "no": no, "first_category_id": first_category_id}
 
 
-def _batch(items, features, ids, one_hop: bool, echo: bool, row: LookupRow | None = None):
+def _token_subset(clip: np.ndarray, category: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(T, P, 17) clip → (1, count, 17): the region token holding the largest share of ``category``
+    (a random one when no token shows it) and ``count`` − 1 random others, in clip order."""
+    from .vlm2_base import NUM_ROOM_CLASSES
+
+    flat = clip.reshape(-1, clip.shape[-1])
+    if count >= len(flat):
+        return flat[None]
+    share = flat[:, NUM_ROOM_CLASSES + category]
+    evidence = int(share.argmax()) if share.max() > 0 else int(rng.integers(len(flat)))
+    others = rng.choice(np.delete(np.arange(len(flat)), evidence), size=count - 1, replace=False)
+    return flat[np.sort(np.append(others, evidence))][None]
+
+
+def _batch(items, features, ids, one_hop: bool, echo: bool, row: LookupRow | None = None,
+           tokens: int | None = None, rng: np.random.Generator | None = None):
     """(features (B, T', P, 17), prompts, target ids, preambles) of presence (or echo) questions;
     ``row`` places the two-hop question before and/or after the video (default: after only;
-    preambles None)."""
-    clips = torch.from_numpy(np.stack([features[scene][::stride][: len(features[scene]) // stride]
-                                       for scene, stride, _, _ in items]).astype(np.float32))
+    preambles None); ``tokens``: each clip cut to that many region tokens (``_token_subset``, ``rng``)."""
+    clips = [features[scene][::stride][: len(features[scene]) // stride] for scene, stride, _, _ in items]
+    if tokens is not None:
+        clips = [_token_subset(clip, item[2], tokens, rng) for clip, item in zip(clips, items)]
+    clips = torch.from_numpy(np.stack(clips).astype(np.float32))
     before = row is not None and row.question_before and not (one_hop or echo)
     after = row is None or row.question_after or one_hop or echo
     prompts, targets, preambles = [], [], []
@@ -291,7 +316,9 @@ def _train_row(config: LookupConfig, row: LookupRow, seed: int, features, region
     for step in bar:
         pool = next(items for fraction, items in stages if step < fraction * config.steps or fraction >= 1.0)
         chosen = [pool[i] for i in generator.integers(len(pool), size=config.batch_size - echo_count)]
-        clips, prompts, targets, preambles = _batch(chosen, train, ids, row.one_hop or step < row.one_hop_first * config.steps, False, row)
+        count = next((n for fraction, n in row.token_stages if step < fraction * config.steps), None)
+        clips, prompts, targets, preambles = _batch(chosen, train, ids, row.one_hop or step < row.one_hop_first * config.steps,
+                                                    False, row, count, generator)
         logits = model(clips, prompts, preambles)
         loss = nn.functional.cross_entropy(logits, targets)
         if echo_count:

@@ -90,7 +90,10 @@ class OracleConfig:
             question; ``"curriculum"``: chat-layout questions on 1-frame clips up to 30 %, 4-frame
             clips up to 60 %, then all frames; ``"mixed"``: the curriculum's presence steps interleaved
             evenly with the ``steps`` VSI steps in one schedule of ``steps + pretrain_steps`` (presence
-            before VSI taught two-token answers that cut three-digit sizes; mixing is the fix tried).
+            before VSI taught two-token answers that cut three-digit sizes; mixing is the fix tried);
+            ``"token-mixed"``: the same interleave, the presence clips first cut to 1, then 4, 16 and
+            64 region tokens (the one showing the category most, plus random others; up to 20 / 35 /
+            50 / 65 % of the steps), then whole (``vlm2_lookup``'s ``token-curriculum``).
         seeds: replicates (initialisation and batch order).
         steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up (each stage its own
             schedule); min_pixels: a presence question's "yes" threshold.
@@ -296,14 +299,16 @@ def _encode(processor: Any, item: Any, num_frames: int):
 PRESENCE_PROMPT = "These are frames of a video.\nIs there a {category} in this room?\nPlease answer the question using a single word or phrase."
 
 
-def _encode_text(processor: Any, prompt: str, answer: str, num_frames: int):
-    """``(input_ids, labels)`` of one prompt → answer turn after ``num_frames`` frames of video."""
+def _encode_text(processor: Any, prompt: str, answer: str, num_frames: int, video_tokens: int | None = None):
+    """``(input_ids, labels)`` of one prompt → answer turn after ``num_frames`` frames of video
+    (``video_tokens``: that many video positions instead, e.g. a clip cut to a few region tokens + newline)."""
     from ..train.conversation import add_video_prompt, to_chat_messages, tokenize_conversation
 
     conversation = [{"from": "human", "value": "<video>\n" + prompt}, {"from": "gpt", "value": answer}]
     messages = to_chat_messages(conversation, processor.video_token, aliases=(processor.image_token,))
     messages = add_video_prompt(messages, processor.video_token, processor.system_prompt, None)
-    return tokenize_conversation(processor.tokenizer, messages, {processor.video_token_id: processor.num_video_tokens(num_frames)})
+    count = processor.num_video_tokens(num_frames) if video_tokens is None else video_tokens
+    return tokenize_conversation(processor.tokenizer, messages, {processor.video_token_id: count})
 
 
 class _OraclePredictor:
@@ -395,21 +400,30 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
     """Presence questions of the training scenes as ``_train`` stages (``config.pretrain_recipe``)."""
     from ..data.synthetic import CATEGORIES
     from ..train.conversation import IGNORE_INDEX
-    from .vlm2_lookup import presence_items
+    from .vlm2_lookup import _token_subset, presence_items
 
     train = {name: value for name, value in features.items() if name.startswith("train_")}
+    every = config.num_frames
+    # (until, frames, one-hop prompt, region tokens per clip or None for the whole clip)
     if config.pretrain_recipe == "one-hop-first":
-        stages = ((0.3, config.num_frames, True), (1.0, config.num_frames, False))
+        stages = ((0.3, every, True, None), (1.0, every, False, None))
     elif config.pretrain_recipe in ("curriculum", "mixed"):
-        stages = ((0.3, 1, False), (0.6, 4, False), (1.0, config.num_frames, False))
+        stages = ((0.3, 1, False, None), (0.6, 4, False, None), (1.0, every, False, None))
+    elif config.pretrain_recipe == "token-mixed":
+        stages = ((0.2, every, False, 1), (0.35, every, False, 4), (0.5, every, False, 16), (0.65, every, False, 64),
+                  (1.0, every, False, None))
     else:
-        raise ValueError(f"pretrain_recipe is 'one-hop-first', 'curriculum' or 'mixed'; got {config.pretrain_recipe!r}")
+        raise ValueError("pretrain_recipe is 'one-hop-first', 'curriculum', 'mixed' or 'token-mixed'; "
+                         f"got {config.pretrain_recipe!r}")
     tokenizer = processor.tokenizer
+    rng = np.random.default_rng((seed, 7))
     built = []
-    for until, frames, one_hop in stages:
+    for until, frames, one_hop, tokens in stages:
         examples = []
         for scene, stride, category, yes in presence_items(train, min(frames, config.num_frames), region, config.min_pixels, seed):
             clip = train[scene][::stride][: len(train[scene]) // stride]
+            if tokens is not None:  # issue 16's read-out curriculum: the evidence token plus random others
+                clip = _token_subset(clip, category, tokens, rng)
             name, answer = CATEGORIES[category].name, "yes" if yes else "no"
             if one_hop:  # the answer follows the category word itself
                 prompt = [processor.video_token_id] * processor.num_video_tokens(len(clip)) + tokenizer.encode(
@@ -418,7 +432,8 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
                 input_ids = torch.tensor(prompt + target)
                 labels = torch.tensor([IGNORE_INDEX] * len(prompt) + target)
             else:
-                input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip))
+                input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip),
+                                                 video_tokens=None if tokens is None else clip.shape[1] + 1)
             examples.append((input_ids, labels, clip))
         built.append((until, examples))
     return built
@@ -485,7 +500,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
             tick = time.perf_counter()
             presence = None
             vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
-            mixed = config.pretrain_steps and config.pretrain_recipe == "mixed"
+            mixed = config.pretrain_steps and config.pretrain_recipe in ("mixed", "token-mixed")
             if config.pretrain_steps and not mixed:  # presence first; its accuracy after that stage
                 _train(config, oracle, processor, _presence_stages(config, processor, features, region, seed),
                        config.pretrain_steps, seed, f"{name} seed {seed} presence")
@@ -541,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-range", type=float, default=None, help="initial weight std (default 1/sqrt(hidden))")
     parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="gradient clipping; 0: none")
     parser.add_argument("--eval-limit", type=int, default=None)
-    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum", "mixed"))
+    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum", "mixed", "token-mixed"))
     parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
