@@ -1123,6 +1123,7 @@ def _load_reader(model, directory: Path) -> None:
 def _fit_budget_head(experiment: _Experiment, model) -> dict[str, Any]:
     """``budget_head_targets`` over the training questions, then ``fit_budget_head``; returns what
     they measured: target counts per K, their Spearman with image complexity, the loss log."""
+    import torch
     from PIL import Image
 
     config = experiment.config
@@ -1135,7 +1136,8 @@ def _fit_budget_head(experiment: _Experiment, model) -> dict[str, Any]:
         with Image.open(experiment.paths["train"].parent / record["image"]) as image:
             complexity.append(_ink_fraction(image))
     budgets = model.training_config.selector.budgets
-    chosen = model.selector.budget_head.choose(model.selector.budget_head(entropy)).tolist()
+    with torch.no_grad():
+        chosen = model.selector.budget_head.choose(model.selector.budget_head(entropy)).tolist()
     return {
         "budgets": list(budgets),
         "target_counts": [int((targets == i).sum()) for i in range(len(budgets))],
