@@ -201,13 +201,14 @@ def test_presence_stages_grow_the_clip_and_match_their_video_tokens(tiny_bench, 
         _presence_stages(dataclasses.replace(config, pretrain_recipe="two-hop-first"), processor, features, 28, seed=0)
 
 
-def test_token_mixed_presence_stages_cut_clips_to_the_evidence_token_plus_others(tiny_bench, tmp_path):
+@pytest.mark.parametrize("recipe", ["token-mixed", "token-curriculum"])
+def test_token_presence_stages_cut_clips_to_the_evidence_token_plus_others(tiny_bench, tmp_path, recipe):
     from spatialvlm.data.synthetic import CATEGORIES
     from spatialvlm.experiments.vlm2_base import NUM_ROOM_CLASSES
     from spatialvlm.experiments.vlm2_oracle import OracleLM, _presence_stages, _render_features
 
     config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
-                          tied=True, min_pixels=1, pretrain_recipe="token-mixed", progress=False)
+                          tied=True, min_pixels=1, pretrain_recipe=recipe, progress=False)
     _, processor = OracleLM.from_base(config, ("cls",), seed=0)
     features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
     stages = _presence_stages(config, processor, features, 28, seed=0)

@@ -93,7 +93,8 @@ class OracleConfig:
             before VSI taught two-token answers that cut three-digit sizes; mixing is the fix tried);
             ``"token-mixed"``: the same interleave, the presence clips first cut to 1, then 4, 16 and
             64 region tokens (the one showing the category most, plus random others; up to 20 / 35 /
-            50 / 65 % of the steps), then whole (``vlm2_lookup``'s ``token-curriculum``).
+            50 / 65 % of the steps), then whole (``vlm2_lookup``'s ``token-curriculum``);
+            ``"token-curriculum"``: those stages as a presence stage before the VSI steps.
         seeds: replicates (initialisation and batch order).
         steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up (each stage its own
             schedule); min_pixels: a presence question's "yes" threshold.
@@ -409,11 +410,11 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
         stages = ((0.3, every, True, None), (1.0, every, False, None))
     elif config.pretrain_recipe in ("curriculum", "mixed"):
         stages = ((0.3, 1, False, None), (0.6, 4, False, None), (1.0, every, False, None))
-    elif config.pretrain_recipe == "token-mixed":
+    elif config.pretrain_recipe in ("token-curriculum", "token-mixed"):
         stages = ((0.2, every, False, 1), (0.35, every, False, 4), (0.5, every, False, 16), (0.65, every, False, 64),
                   (1.0, every, False, None))
     else:
-        raise ValueError("pretrain_recipe is 'one-hop-first', 'curriculum', 'mixed' or 'token-mixed'; "
+        raise ValueError("pretrain_recipe is 'one-hop-first', 'curriculum', 'token-curriculum', 'mixed' or 'token-mixed'; "
                          f"got {config.pretrain_recipe!r}")
     tokenizer = processor.tokenizer
     rng = np.random.default_rng((seed, 7))
@@ -556,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-range", type=float, default=None, help="initial weight std (default 1/sqrt(hidden))")
     parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="gradient clipping; 0: none")
     parser.add_argument("--eval-limit", type=int, default=None)
-    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum", "mixed", "token-mixed"))
+    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum", "token-curriculum", "mixed", "token-mixed"))
     parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
