@@ -272,3 +272,56 @@ def test_mixed_recipe_interleaves_presence_with_the_vsi_steps_in_one_schedule(ti
     result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
     assert "3 presence steps (mixed) interleaved with the VSI steps" in result["description"]
     assert result["loss_log"][-1][0] == 6
+
+
+def test_token_raw_first_forms_without_the_chat_template_then_ends_in_it(tiny_bench, tmp_path):
+    from spatialvlm.experiments.vlm2_oracle import PRESENCE_PROMPT, OracleLM, _presence_stages, _render_features
+
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
+                          tied=True, min_pixels=1, pretrain_recipe="token-raw-first", progress=False)
+    _, processor = OracleLM.from_base(config, ("cls",), seed=0)
+    features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
+    stages = _presence_stages(config, processor, features, 28, seed=0)
+    assert [until for until, _ in stages] == [0.2, 0.35, 0.5, 0.65, 0.8, 1.0]
+    tokenizer = processor.tokenizer
+    for index, (_, examples) in enumerate(stages):
+        for input_ids, labels, clip in examples:
+            video = clip.shape[0] * clip.shape[1] + 1
+            assert int((input_ids == processor.video_token_id).sum()) == video
+            answer = int((labels != -100).nonzero()[0, 0])
+            if index < 5:  # raw: the video first, then the prompt's own tokens, then the answer
+                assert (input_ids[:video] == processor.video_token_id).all()
+                prompt = tokenizer.decode(input_ids[video:answer])
+                assert prompt.startswith("These are frames of a video.") and prompt.endswith(PRESENCE_PROMPT.split("\n")[-1])
+                assert tokenizer.decode(labels[answer:]).strip() in ("yes", "no")
+            else:  # chat: the system turn comes before the video, the template's tokens before the answer
+                assert int(input_ids[0]) != processor.video_token_id
+                assert tokenizer.decode(input_ids[:answer]).rstrip().endswith("assistant")
+
+
+def test_rehearsal_interleaves_whole_clip_presence_with_the_vsi_steps_after_the_stage(tiny_bench, tmp_path, monkeypatch):
+    import spatialvlm.experiments.vlm2_oracle as oracle_module
+
+    calls = []
+    original = oracle_module._train
+
+    def spy(config, oracle, processor, stages, steps, seed, desc):
+        calls.append((steps, stages))
+        return original(config, oracle, processor, stages, steps, seed, desc)
+
+    monkeypatch.setattr(oracle_module, "_train", spy)
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
+                          render_frames=8, image_size=112, num_frames=4, train_scenes=2, test_scenes=1, min_pixels=1,
+                          rows=("tied=cls,xyz",), seeds=(0,), steps=3, pretrain_steps=2, rehearsal_steps=2,
+                          pretrain_recipe="token-curriculum", tied=True, progress=False)
+    run_oracle(config)
+    (stage_steps, presence_stages), (vsi_steps, vsi_stages) = calls
+    assert stage_steps == 2 and vsi_steps == 5 and len(vsi_stages) == 1
+    (share, rehearsed), (vsi_share, vsi) = vsi_stages[0][1]
+    assert (share, vsi_share) == (2, 3)
+    assert rehearsed is presence_stages[-1][1]  # whole clips in the chat layout, the stage's last
+    assert all(clip.shape[0] == 4 for _, _, clip in rehearsed) and all(clip.shape[0] == 4 for _, _, clip in vsi)
+    result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
+    assert "; 2 presence steps among the VSI steps; " in result["description"]
+    after = float(result["description"].split("; ")[-1].split(" %")[0])
+    assert after in (0.0, 50.0, 100.0) and result["loss_log"][-1][0] == 5

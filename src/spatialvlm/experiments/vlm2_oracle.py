@@ -52,6 +52,8 @@ __all__ = [
     "main",
 ]
 
+PRETRAIN_RECIPES = ("one-hop-first", "curriculum", "token-curriculum", "token-raw-first", "mixed", "token-mixed")
+
 # Columns of a region's feature vector: 14 class shares, then x, y, z. "none" (no column: every
 # video token the same learnt vector) is the blind control trained with the identical recipe.
 FEATURE_COLUMNS: dict[str, slice] = {"cls": slice(0, 14), "xyz": slice(14, 17), "none": slice(0, 0)}
@@ -94,7 +96,13 @@ class OracleConfig:
             ``"token-mixed"``: the same interleave, the presence clips first cut to 1, then 4, 16 and
             64 region tokens (the one showing the category most, plus random others; up to 20 / 35 /
             50 / 65 % of the steps), then whole (``vlm2_lookup``'s ``token-curriculum``);
-            ``"token-curriculum"``: those stages as a presence stage before the VSI steps.
+            ``"token-curriculum"``: those stages as a presence stage before the VSI steps;
+            ``"token-raw-first"``: the same stages and then whole clips (up to 80 %) without the chat
+            template (video tokens then the prompt, where ``vlm2_lookup`` formed the lookup in every
+            seed), the last 20 % in the chat layout; a stage before the VSI steps.
+        rehearsal_steps: after a presence stage (not the mixed recipes), that many whole-clip
+            chat-layout presence steps interleaved evenly with the ``steps`` VSI steps (one schedule
+            of both), so that a lookup formed first is still trained while the VSI answers are.
         seeds: replicates (initialisation and batch order).
         steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up (each stage its own
             schedule); min_pixels: a presence question's "yes" threshold.
@@ -120,6 +128,7 @@ class OracleConfig:
     steps: int = 2500
     pretrain_steps: int = 0
     pretrain_recipe: str = "one-hop-first"
+    rehearsal_steps: int = 0
     min_pixels: int = 100
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -405,36 +414,41 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
 
     train = {name: value for name, value in features.items() if name.startswith("train_")}
     every = config.num_frames
-    # (until, frames, one-hop prompt, region tokens per clip or None for the whole clip)
+    # (until, frames, layout, region tokens per clip or None for the whole clip); layouts: "chat" (the
+    # VSI chat template), "raw" (video tokens then the prompt, no template: where the lookup experiment
+    # formed it), "one-hop" (the raw prompt cut at the category word).
+    tokens = ((0.2, 1), (0.35, 4), (0.5, 16), (0.65, 64))
     if config.pretrain_recipe == "one-hop-first":
-        stages = ((0.3, every, True, None), (1.0, every, False, None))
+        stages = ((0.3, every, "one-hop", None), (1.0, every, "chat", None))
     elif config.pretrain_recipe in ("curriculum", "mixed"):
-        stages = ((0.3, 1, False, None), (0.6, 4, False, None), (1.0, every, False, None))
+        stages = ((0.3, 1, "chat", None), (0.6, 4, "chat", None), (1.0, every, "chat", None))
     elif config.pretrain_recipe in ("token-curriculum", "token-mixed"):
-        stages = ((0.2, every, False, 1), (0.35, every, False, 4), (0.5, every, False, 16), (0.65, every, False, 64),
-                  (1.0, every, False, None))
+        stages = (*((until, every, "chat", n) for until, n in tokens), (1.0, every, "chat", None))
+    elif config.pretrain_recipe == "token-raw-first":
+        stages = (*((until, every, "raw", n) for until, n in tokens), (0.8, every, "raw", None), (1.0, every, "chat", None))
     else:
-        raise ValueError("pretrain_recipe is 'one-hop-first', 'curriculum', 'token-curriculum', 'mixed' or 'token-mixed'; "
-                         f"got {config.pretrain_recipe!r}")
+        raise ValueError(f"pretrain_recipe is one of {', '.join(PRETRAIN_RECIPES)}; got {config.pretrain_recipe!r}")
     tokenizer = processor.tokenizer
     rng = np.random.default_rng((seed, 7))
     built = []
-    for until, frames, one_hop, tokens in stages:
+    for until, frames, layout, tokens in stages:
         examples = []
         for scene, stride, category, yes in presence_items(train, min(frames, config.num_frames), region, config.min_pixels, seed):
             clip = train[scene][::stride][: len(train[scene]) // stride]
             if tokens is not None:  # issue 16's read-out curriculum: the evidence token plus random others
                 clip = _token_subset(clip, category, tokens, rng)
             name, answer = CATEGORIES[category].name, "yes" if yes else "no"
-            if one_hop:  # the answer follows the category word itself
-                prompt = [processor.video_token_id] * processor.num_video_tokens(len(clip)) + tokenizer.encode(
-                    PRESENCE_PROMPT.format(category=name).split(" in this room?")[0])
+            if layout == "chat":
+                input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip),
+                                                 video_tokens=None if tokens is None else clip.shape[1] + 1)
+            else:  # no template; "one-hop": the answer follows the category word itself
+                text = PRESENCE_PROMPT.format(category=name)
+                video = clip.shape[0] * clip.shape[1] + 1 if tokens is not None else processor.num_video_tokens(len(clip))
+                prompt = [processor.video_token_id] * video + tokenizer.encode(
+                    text.split(" in this room?")[0] if layout == "one-hop" else text)
                 target = tokenizer.encode(answer)
                 input_ids = torch.tensor(prompt + target)
                 labels = torch.tensor([IGNORE_INDEX] * len(prompt) + target)
-            else:
-                input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip),
-                                                 video_tokens=None if tokens is None else clip.shape[1] + 1)
             examples.append((input_ids, labels, clip))
         built.append((until, examples))
     return built
@@ -499,13 +513,9 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                 cache = out / "features" / f"{split}_seed{config.seed}_frames{config.num_frames}of{config.render_frames}_region{region}.npz"
                 features.update(_render_features(config, split, scenes, region, cache))
             tick = time.perf_counter()
-            presence = None
+            presence = presence_after = None
             vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
             mixed = config.pretrain_steps and config.pretrain_recipe in ("mixed", "token-mixed")
-            if config.pretrain_steps and not mixed:  # presence first; its accuracy after that stage
-                _train(config, oracle, processor, _presence_stages(config, processor, features, region, seed),
-                       config.pretrain_steps, seed, f"{name} seed {seed} presence")
-                presence = _presence_accuracy(config, oracle, processor, features, region)
             if mixed:  # presence steps (their clip curriculum) interleaved with the VSI steps from the start
                 stages = [(until, ((config.pretrain_steps, questions), (config.steps, vsi)))
                           for until, questions in _presence_stages(config, processor, features, region, seed)]
@@ -513,7 +523,17 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                              f"{name} seed {seed} presence + VSI")
                 presence = _presence_accuracy(config, oracle, processor, features, region)
             else:
-                log = _train(config, oracle, processor, [(1.0, vsi)], config.steps, seed, f"{name} seed {seed}")
+                stages, rehearsal = [(1.0, vsi)], 0
+                if config.pretrain_steps:  # presence first; its accuracy after that stage
+                    presence_stages = _presence_stages(config, processor, features, region, seed)
+                    _train(config, oracle, processor, presence_stages, config.pretrain_steps, seed, f"{name} seed {seed} presence")
+                    presence = _presence_accuracy(config, oracle, processor, features, region)
+                    if config.rehearsal_steps:  # the last stage is whole clips in the chat layout
+                        rehearsal = config.rehearsal_steps
+                        stages = [(1.0, ((rehearsal, presence_stages[-1][1]), (config.steps, vsi)))]
+                log = _train(config, oracle, processor, stages, config.steps + rehearsal, seed, f"{name} seed {seed}")
+                if config.pretrain_steps:
+                    presence_after = _presence_accuracy(config, oracle, processor, features, region)
             train_seconds = time.perf_counter() - tick
             tick = time.perf_counter()
             scores = evaluate(test_items, _OraclePredictor(oracle, processor, features, config.num_frames), run_dir / "eval", "vsibench",
@@ -521,7 +541,9 @@ def run_oracle(config: OracleConfig) -> list[Any]:
             order = "interleaved with the VSI steps, then" if mixed else "first, then"
             recipe = (" tied to the category words" if config.tied else "") + (
                 f", {config.pretrain_steps} presence steps ({config.pretrain_recipe}) {order} "
-                f"{100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "")
+                f"{100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "") + (
+                f"; {config.rehearsal_steps} presence steps among the VSI steps" if config.rehearsal_steps and not mixed else "") + (
+                f"; {100 * presence_after:.1f} % after the VSI steps" if presence_after is not None else "")
             result = VariantResult(
                 name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens{recipe}", official=scores.official.to_dict(),
                 lenient=scores.lenient.to_dict(), seed=seed, train_seconds=train_seconds,
@@ -551,13 +573,14 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, field in (("--steps", "steps"), ("--batch-size", "batch_size"), ("--num-frames", "num_frames"),
                         ("--train-scenes", "train_scenes"), ("--test-scenes", "test_scenes"), ("--render-frames", "render_frames"),
                         ("--image-size", "image_size"), ("--seed", "seed"), ("--num-threads", "num_threads"),
-                        ("--pretrain-steps", "pretrain_steps"), ("--min-pixels", "min_pixels")):
+                        ("--pretrain-steps", "pretrain_steps"), ("--rehearsal-steps", "rehearsal_steps"),
+                        ("--min-pixels", "min_pixels")):
         parser.add_argument(flag, type=int, default=getattr(defaults, field))
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--init-range", type=float, default=None, help="initial weight std (default 1/sqrt(hidden))")
     parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="gradient clipping; 0: none")
     parser.add_argument("--eval-limit", type=int, default=None)
-    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=("one-hop-first", "curriculum", "token-curriculum", "mixed", "token-mixed"))
+    parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=PRETRAIN_RECIPES)
     parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -573,7 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         render_frames=args.render_frames, image_size=args.image_size, seed=args.seed, num_threads=args.num_threads,
         learning_rate=args.learning_rate, init_range=args.init_range, max_grad_norm=args.max_grad_norm or None,
         eval_limit=args.eval_limit, progress=not args.no_progress,
-        tied=args.tied, pretrain_steps=args.pretrain_steps, pretrain_recipe=args.pretrain_recipe, min_pixels=args.min_pixels,
+        tied=args.tied, pretrain_steps=args.pretrain_steps, pretrain_recipe=args.pretrain_recipe,
+        rehearsal_steps=args.rehearsal_steps, min_pixels=args.min_pixels,
     )
     try:
         summary = run_oracle(config)
