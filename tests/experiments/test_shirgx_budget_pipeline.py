@@ -227,10 +227,12 @@ def test_content_positions_stop_at_the_answers_end_token():
         [False, False, True, True, False, False, False], [False, True, False, False, False, False, False]]
 
 
-def test_reader_curriculum_learns_to_read_the_answer_patch(tmp_path):
+@pytest.mark.parametrize("objective", ["diffusion", "ar"])
+def test_reader_curriculum_learns_to_read_the_answer_patch(tmp_path, objective):
     from spatialvlm.experiments.shirgx_budget import _Experiment, pretrain_reader
 
-    config = quick_config(out_dir=str(tmp_path), train_images=4, test_images=1, families=("dense_marks",),
+    # AR: teacher-forced under the causal mask (no mask token in the config); diffusion: fully masked answer.
+    config = quick_config(out_dir=str(tmp_path), train_images=4, test_images=1, families=("dense_marks",), objective=objective,
                           pretrain_steps=0, answer_words_as_tokens=True, freeze_projector=True, show_progress=False,
                           reader_stages=(1, 4), reader_stage_steps=60, batch_size=4, reader_learning_rate=1e-2)
     experiment = _Experiment(config)

@@ -574,8 +574,9 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
     At stage n (``config.reader_stages``) every question's image reaches the language model as n
     projected patch tokens in raster order: all of its answer-region patches (``region_patch_mask``)
     and n − |region| others drawn at random. Every answer position is masked (the masked-diffusion
-    input of a fully masked answer, bidirectional attention) and the loss is the cross-entropy of the
-    answer's content tokens (``_content_positions``). The answer region is the renderer's exact
+    input of a fully masked answer, bidirectional attention; with the AR objective the answer is
+    teacher-forced under the causal mask instead) and the loss is the cross-entropy of the answer's
+    content tokens (``_content_positions``). The answer region is the renderer's exact
     knowledge, used here as the tower's pretraining uses exact patch labels; no evaluation row sees it.
 
     Why: from scratch, a 2-layer LM given hundreds of image tokens does not find the one that answers
@@ -609,7 +610,8 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
     layer = vlm.config.vision_feature_layer
     path = ShirgXImagePath(vlm)  # for build_inputs only
     collate = ImageQACollator(tokenizer.pad_token_id)
-    mask_id = vlm.config.text_config.mask_token_id
+    # The diffusion objective (a mask token in the config); None: the AR objective.
+    mask_id = getattr(vlm.config.text_config, "mask_token_id", None)
 
     def split_tokens(items, records):
         tokens, regions = [], []
@@ -632,6 +634,10 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
         batch = collate([items[i] for i in chosen])
         inputs = path.build_inputs(batch["input_ids"], torch.stack(picked), batch["attention_mask"], batch["labels"])
         labels = inputs.pop("labels")
+        content = _content_positions(labels, tokenizer.eos_token_id)
+        if mask_id is None:  # causal LM: teacher forcing, position t predicts the label at t + 1
+            logits = vlm(**inputs).logits
+            return logits[:, :-1], labels[:, 1:], content[:, 1:]
         answer = labels != IGNORE_INDEX
         mask_embed = vlm.get_input_embeddings()(torch.tensor([mask_id]))
         embeds = torch.where(answer[..., None], mask_embed, inputs["inputs_embeds"])
@@ -639,7 +645,7 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
         allowed = valid[:, None, :].expand(-1, valid.shape[1], -1)
         logits = vlm(inputs_embeds=embeds, attention_mask=additive_mask(allowed, embeds.dtype),
                      position_ids=(valid.long().cumsum(1) - 1).clamp(min=0)).logits
-        return logits, labels, _content_positions(labels, tokenizer.eos_token_id)
+        return logits, labels, content
 
     train_items, train_records = train
     test_items, test_records = test
@@ -1090,8 +1096,11 @@ def _train_shared(experiment: _Experiment, model) -> list[float]:
         budget = fixed if fixed is not None else sample_budget(config.train_budgets, config.seed, step)
         if name == "shirgx":
             loss, answer_loss = _shirgx_step(model, batch, budget, step, config.budget_target_every)
-        else:
+        elif config.objective == "diffusion":
             loss = _baseline_diffusion_loss(path, batch, budget, training_config)
+            answer_loss = loss.detach()
+        else:
+            loss = path(**batch, budget=budget).loss
             answer_loss = loss.detach()
         return loss, answer_loss, {"row": name, "K": budget}
 
