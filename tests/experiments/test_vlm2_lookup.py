@@ -175,3 +175,17 @@ def test_token_subset_keeps_the_strongest_evidence_token_and_clip_order():
     ids = {"prefix": [5], "suffix": [7], "echo": [7], "yes": 1, "no": 2, "first_category_id": 100}
     clips, _, _, _ = vlm2_lookup._batch([("train_00000", 1, 5, True)] * 2, features, ids, False, False, None, 4, rng)
     assert clips.shape == (2, 1, 4, 17)
+
+
+def test_num_layers_deepens_the_language_model_and_keeps_its_width_and_tokens():
+    from spatialvlm.models import load_vlm2
+
+    base, _ = load_vlm2(BASE)
+    text = base.config.text_config
+    default, deeper = LookupModel(text, "tied", seed=0), LookupModel(text, "tied", seed=0, num_layers=text.num_hidden_layers + 2)
+    assert len(default.language_model.layers) == text.num_hidden_layers
+    assert len(deeper.language_model.layers) == text.num_hidden_layers + 2
+    assert deeper.language_model.config.hidden_size == text.hidden_size
+    with torch.no_grad():
+        logits = deeper.eval()(torch.rand(1, 2, 4, 17), [[10, 11]])
+    assert logits.shape == (1, text.vocab_size + 11) and torch.isfinite(logits).all()

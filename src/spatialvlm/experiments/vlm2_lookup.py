@@ -116,6 +116,7 @@ class LookupConfig:
         xyz) or ``"mlp"`` (the oracle's untied tokens); see ``TiedTokens``.
     steps / batch_size / learning_rate / eval_every: AdamW, cosine schedule with 50 warm-up steps,
         gradient clip 1; fresh weights at std 1/√width (docs/decisions.md).
+    num_layers: the language model's depth; None: the base's (2). The width stays the base's.
     """
 
     data_dir: str = "bench"
@@ -135,6 +136,7 @@ class LookupConfig:
     batch_size: int = 8
     learning_rate: float = 1e-3
     eval_every: int = 200
+    num_layers: int | None = None
     num_threads: int = 1
     progress: bool = True
 
@@ -205,14 +207,16 @@ class LookupModel(nn.Module):
     (B, vocab) logits at each prompt's last token, the sequence being video tokens then prompt.
     """
 
-    def __init__(self, text_config: Any, tokens: str, seed: int) -> None:
+    def __init__(self, text_config: Any, tokens: str, seed: int, num_layers: int | None = None) -> None:
         super().__init__()
         from transformers import Qwen2Model
 
         from ..data.synthetic import CATEGORIES
 
+        layers = {} if num_layers is None else {"num_hidden_layers": num_layers, "layer_types": None,
+                                                "max_window_layers": num_layers}
         config = text_config.__class__(**{**text_config.to_dict(), "vocab_size": text_config.vocab_size + len(CATEGORIES),
-                                          "initializer_range": text_config.hidden_size ** -0.5})
+                                          "initializer_range": text_config.hidden_size ** -0.5, **layers})
         torch.manual_seed(seed)
         self.language_model = Qwen2Model(config)
         self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -302,7 +306,7 @@ def _train_row(config: LookupConfig, row: LookupRow, seed: int, features, region
     stages = [(fraction, presence_items(train, frames, region, config.min_pixels, seed)) for fraction, frames in row.curriculum]
     stages.append((1.0, full))
     held_out = presence_items(test, config.num_frames, region, config.min_pixels, 0)  # the same questions for every row and seed
-    model = LookupModel(text_config, config.tokens, seed)
+    model = LookupModel(text_config, config.tokens, seed, config.num_layers)
     parameters = list(model.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -395,7 +399,7 @@ def run_lookup(config: LookupConfig) -> dict[str, Any]:
             if not done.is_file():
                 result = _train_row(config, ROWS[name], seed, features, region, text_config, ids, f"{name} seed {seed}")
                 done.parent.mkdir(parents=True, exist_ok=True)
-                done.write_text(json.dumps({"row": name, "seed": seed, "tokens": config.tokens, **result}) + "\n")
+                done.write_text(json.dumps({"row": name, "seed": seed, "tokens": config.tokens, "num_layers": config.num_layers, **result}) + "\n")
             curves.append(json.loads(done.read_text()))
         accuracy = np.asarray([c["accuracy"] for c in curves])
         summary[name] = {"step": curves[0]["step"], "mean": accuracy.mean(0).tolist(), "std": (accuracy.std(0, ddof=1) if len(curves) > 1 else 0 * accuracy[0]).tolist(),
@@ -421,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ("--train-scenes", "train_scenes"), ("--test-scenes", "test_scenes"), ("--min-pixels", "min_pixels"),
                         ("--seed", "seed"), ("--num-threads", "num_threads")):
         parser.add_argument(flag, type=int, default=getattr(defaults, field))
+    parser.add_argument("--num-layers", type=int, default=None, help="language model depth (default: the base's)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -434,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, eval_every=args.eval_every, num_frames=args.num_frames, render_frames=args.render_frames,
         image_size=args.image_size, train_scenes=args.train_scenes, test_scenes=args.test_scenes, min_pixels=args.min_pixels,
         seed=args.seed, num_threads=args.num_threads, learning_rate=args.learning_rate, progress=not args.no_progress,
+        num_layers=args.num_layers,
     )
     try:
         summary = run_lookup(config)
