@@ -325,3 +325,30 @@ def test_rehearsal_interleaves_whole_clip_presence_with_the_vsi_steps_after_the_
     assert "; 2 presence steps among the VSI steps; " in result["description"]
     after = float(result["description"].split("; ")[-1].split(" %")[0])
     assert after in (0.0, 50.0, 100.0) and result["loss_log"][-1][0] == 5
+
+
+def test_freezing_attention_after_the_stage_keeps_the_stages_attention_and_trains_the_rest(tiny_bench, tmp_path, monkeypatch):
+    import spatialvlm.experiments.vlm2_oracle as oracle_module
+
+    snapshots = []
+    original = oracle_module._train
+
+    def spy(config, oracle, processor, stages, steps, seed, desc):
+        log = original(config, oracle, processor, stages, steps, seed, desc)
+        snapshots.append({name: tensor.clone() for name, tensor in oracle.state_dict().items()})
+        return log
+
+    monkeypatch.setattr(oracle_module, "_train", spy)
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
+                          render_frames=8, image_size=112, num_frames=4, train_scenes=2, test_scenes=1, min_pixels=1,
+                          rows=("tied=cls,xyz",), seeds=(0,), steps=3, pretrain_steps=2, learning_rate=1e-2,
+                          pretrain_recipe="token-curriculum", freeze_attention_after_stage=True, tied=True, progress=False)
+    run_oracle(config)
+    after_stage, after_vsi = snapshots
+    attention = [name for name in after_stage if ".self_attn." in name]
+    others = [name for name in after_stage if name.startswith("language_model.layers.") and ".mlp." in name]
+    assert attention and others
+    assert all(torch.equal(after_stage[name], after_vsi[name]) for name in attention)
+    assert any(not torch.equal(after_stage[name], after_vsi[name]) for name in others)
+    result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
+    assert "; attention frozen for the VSI steps" in result["description"]

@@ -103,6 +103,9 @@ class OracleConfig:
         rehearsal_steps: after a presence stage (not the mixed recipes), that many whole-clip
             chat-layout presence steps interleaved evenly with the ``steps`` VSI steps (one schedule
             of both), so that a lookup formed first is still trained while the VSI answers are.
+        freeze_attention_after_stage: after a presence stage (not the mixed recipes), the VSI steps
+            leave the language model's attention weights (q, k, v, o) as the stage formed them, so
+            the VSI answers cannot overwrite the lookup's attention pattern; the rest still trains.
         seeds: replicates (initialisation and batch order).
         steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up (each stage its own
             schedule); min_pixels: a presence question's "yes" threshold.
@@ -129,6 +132,7 @@ class OracleConfig:
     pretrain_steps: int = 0
     pretrain_recipe: str = "one-hop-first"
     rehearsal_steps: int = 0
+    freeze_attention_after_stage: bool = False
     min_pixels: int = 100
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -361,7 +365,7 @@ def _train(config: OracleConfig, oracle: OracleLM, processor: Any, stages: Seque
 
     from ..train.conversation import IGNORE_INDEX, pad_sequences
 
-    parameters = list(oracle.parameters())
+    parameters = [p for p in oracle.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -528,6 +532,10 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                     presence_stages = _presence_stages(config, processor, features, region, seed)
                     _train(config, oracle, processor, presence_stages, config.pretrain_steps, seed, f"{name} seed {seed} presence")
                     presence = _presence_accuracy(config, oracle, processor, features, region)
+                    if config.freeze_attention_after_stage:
+                        for parameter_name, parameter in oracle.language_model.named_parameters():
+                            if ".self_attn." in parameter_name:
+                                parameter.requires_grad_(False)
                     if config.rehearsal_steps:  # the last stage is whole clips in the chat layout
                         rehearsal = config.rehearsal_steps
                         stages = [(1.0, ((rehearsal, presence_stages[-1][1]), (config.steps, vsi)))]
@@ -543,6 +551,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                 f", {config.pretrain_steps} presence steps ({config.pretrain_recipe}) {order} "
                 f"{100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "") + (
                 f"; {config.rehearsal_steps} presence steps among the VSI steps" if config.rehearsal_steps and not mixed else "") + (
+                "; attention frozen for the VSI steps" if config.freeze_attention_after_stage and config.pretrain_steps and not mixed else "") + (
                 f"; {100 * presence_after:.1f} % after the VSI steps" if presence_after is not None else "")
             result = VariantResult(
                 name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens{recipe}", official=scores.official.to_dict(),
@@ -581,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="gradient clipping; 0: none")
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--pretrain-recipe", default=defaults.pretrain_recipe, choices=PRETRAIN_RECIPES)
+    parser.add_argument("--freeze-attention-after-stage", action="store_true",
+                        help="the VSI steps after a presence stage leave the LM's attention weights as the stage formed them")
     parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -597,7 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         learning_rate=args.learning_rate, init_range=args.init_range, max_grad_norm=args.max_grad_norm or None,
         eval_limit=args.eval_limit, progress=not args.no_progress,
         tied=args.tied, pretrain_steps=args.pretrain_steps, pretrain_recipe=args.pretrain_recipe,
-        rehearsal_steps=args.rehearsal_steps, min_pixels=args.min_pixels,
+        rehearsal_steps=args.rehearsal_steps, freeze_attention_after_stage=args.freeze_attention_after_stage,
+        min_pixels=args.min_pixels,
     )
     try:
         summary = run_oracle(config)
