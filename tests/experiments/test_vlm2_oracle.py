@@ -165,14 +165,21 @@ def test_tied_tokens_add_the_share_weighted_word_embeddings_of_single_token_cate
     torch.testing.assert_close(tokens[0], tokens[1])
 
 
-def test_presence_stages_grow_the_clip_and_match_their_video_tokens(tiny_bench, tmp_path):
+def _presence_stages_of(tiny_bench, tmp_path, recipe):
+    """(processor, stages) of a 3-scene, 4-frame tied presence stage built with ``recipe``."""
     from spatialvlm.experiments.vlm2_oracle import OracleLM, _presence_stages, _render_features
 
     config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
-                          tied=True, min_pixels=1, pretrain_recipe="curriculum", progress=False)
+                          tied=True, min_pixels=1, pretrain_recipe=recipe, progress=False)
     _, processor = OracleLM.from_base(config, ("cls",), seed=0)
     features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
-    stages = _presence_stages(config, processor, features, 28, seed=0)
+    return config, processor, features, _presence_stages(config, processor, features, 28, seed=0)
+
+
+def test_presence_stages_grow_the_clip_and_match_their_video_tokens(tiny_bench, tmp_path):
+    from spatialvlm.experiments.vlm2_oracle import _presence_stages
+
+    config, processor, features, stages = _presence_stages_of(tiny_bench, tmp_path, "curriculum")
     assert [until for until, _ in stages] == [0.3, 0.6, 1.0]
     yes_ids = processor.tokenizer.encode("yes")
     for (_, examples), frames in zip(stages, (1, 4, 4)):
@@ -205,13 +212,8 @@ def test_presence_stages_grow_the_clip_and_match_their_video_tokens(tiny_bench, 
 def test_token_presence_stages_cut_clips_to_the_evidence_token_plus_others(tiny_bench, tmp_path, recipe):
     from spatialvlm.data.synthetic import CATEGORIES
     from spatialvlm.experiments.vlm2_base import NUM_ROOM_CLASSES
-    from spatialvlm.experiments.vlm2_oracle import OracleLM, _presence_stages, _render_features
 
-    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
-                          tied=True, min_pixels=1, pretrain_recipe=recipe, progress=False)
-    _, processor = OracleLM.from_base(config, ("cls",), seed=0)
-    features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
-    stages = _presence_stages(config, processor, features, 28, seed=0)
+    _, processor, _, stages = _presence_stages_of(tiny_bench, tmp_path, recipe)
     assert [until for until, _ in stages] == [0.2, 0.35, 0.5, 0.65, 1.0]
     names = [processor.tokenizer.convert_tokens_to_ids(c.name) for c in CATEGORIES]
     for (_, examples), tokens in zip(stages, (1, 4, 16, 64, None)):
@@ -275,13 +277,9 @@ def test_mixed_recipe_interleaves_presence_with_the_vsi_steps_in_one_schedule(ti
 
 
 def test_token_raw_first_forms_without_the_chat_template_then_ends_in_it(tiny_bench, tmp_path):
-    from spatialvlm.experiments.vlm2_oracle import PRESENCE_PROMPT, OracleLM, _presence_stages, _render_features
+    from spatialvlm.experiments.vlm2_oracle import PRESENCE_PROMPT
 
-    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), seed=5, render_frames=8, image_size=112, num_frames=4,
-                          tied=True, min_pixels=1, pretrain_recipe="token-raw-first", progress=False)
-    _, processor = OracleLM.from_base(config, ("cls",), seed=0)
-    features = _render_features(config, "train", 3, 28, tmp_path / "train.npz")
-    stages = _presence_stages(config, processor, features, 28, seed=0)
+    _, processor, _, stages = _presence_stages_of(tiny_bench, tmp_path, "token-raw-first")
     assert [until for until, _ in stages] == [0.2, 0.35, 0.5, 0.65, 0.8, 1.0]
     tokenizer = processor.tokenizer
     for index, (_, examples) in enumerate(stages):

@@ -421,15 +421,15 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
     # (until, frames, layout, region tokens per clip or None for the whole clip); layouts: "chat" (the
     # VSI chat template), "raw" (video tokens then the prompt, no template: where the lookup experiment
     # formed it), "one-hop" (the raw prompt cut at the category word).
-    tokens = ((0.2, 1), (0.35, 4), (0.5, 16), (0.65, 64))
+    token_stages = ((0.2, 1), (0.35, 4), (0.5, 16), (0.65, 64))
     if config.pretrain_recipe == "one-hop-first":
         stages = ((0.3, every, "one-hop", None), (1.0, every, "chat", None))
     elif config.pretrain_recipe in ("curriculum", "mixed"):
         stages = ((0.3, 1, "chat", None), (0.6, 4, "chat", None), (1.0, every, "chat", None))
     elif config.pretrain_recipe in ("token-curriculum", "token-mixed"):
-        stages = (*((until, every, "chat", n) for until, n in tokens), (1.0, every, "chat", None))
+        stages = (*((until, every, "chat", n) for until, n in token_stages), (1.0, every, "chat", None))
     elif config.pretrain_recipe == "token-raw-first":
-        stages = (*((until, every, "raw", n) for until, n in tokens), (0.8, every, "raw", None), (1.0, every, "chat", None))
+        stages = (*((until, every, "raw", n) for until, n in token_stages), (0.8, every, "raw", None), (1.0, every, "chat", None))
     else:
         raise ValueError(f"pretrain_recipe is one of {', '.join(PRETRAIN_RECIPES)}; got {config.pretrain_recipe!r}")
     tokenizer = processor.tokenizer
@@ -447,7 +447,7 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
                                                  video_tokens=None if tokens is None else clip.shape[1] + 1)
             else:  # no template; "one-hop": the answer follows the category word itself
                 text = PRESENCE_PROMPT.format(category=name)
-                video = clip.shape[0] * clip.shape[1] + 1 if tokens is not None else processor.num_video_tokens(len(clip))
+                video = processor.num_video_tokens(len(clip)) if tokens is None else clip.shape[1] + 1
                 prompt = [processor.video_token_id] * video + tokenizer.encode(
                     text.split(" in this room?")[0] if layout == "one-hop" else text)
                 target = tokenizer.encode(answer)
