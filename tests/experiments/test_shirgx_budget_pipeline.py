@@ -353,3 +353,30 @@ def test_a_run_resumes_its_base_and_reader_and_refuses_other_settings(tmp_path, 
     assert sum(fit["target_counts"]) == 2 and fit["budgets"] == [512, 768] and len(fit["loss_log"]) == 2
     with pytest.raises(ValueError, match="learning_rate"):
         budget.run_budget_experiment(dataclasses.replace(config, learning_rate=0.5))
+
+
+def test_ar_reader_logits_are_teacher_forced_each_answer_token_predicted_from_what_precedes_it():
+    """The AR objective's read-out forward: the logit that scores answer token j equals the last logit
+    of a separate forward over the turn cut just before token j (an independent reference: no shift
+    to get wrong), and its target is token j. Unshifted logits would see the token they predict."""
+    from spatialvlm.experiments.shirgx_budget import _answer_logits
+
+    vlm, _, _, _ = _tiny_vlm_and_patches(("dense_marks",), count=1)
+    vlm.eval()
+    torch.manual_seed(1)
+    width, length, answer_start = vlm.config.text_config.hidden_size, 9, 6
+    embeds = torch.randn(2, length, width)
+    attention = torch.ones(2, length, dtype=torch.long)
+    labels = torch.full((2, length), -100)
+    labels[:, answer_start:] = torch.randint(5, 20, (2, length - answer_start))
+    content = labels != -100
+    with torch.no_grad():
+        logits, targets, scored = _answer_logits(vlm, {"inputs_embeds": embeds, "attention_mask": attention}, labels, content, None)
+        assert logits.shape[1] == targets.shape[1] == scored.shape[1] == length - 1
+        for j in range(answer_start, length):
+            # Position j - 1 of the shifted output scores token j ...
+            assert scored[:, j - 1].all() and torch.equal(targets[:, j - 1], labels[:, j])
+            # ... from the turn before token j alone.
+            prefix = vlm(inputs_embeds=embeds[:, :j], attention_mask=attention[:, :j]).logits[:, -1]
+            torch.testing.assert_close(logits[:, j - 1], prefix, atol=1e-5, rtol=1e-5)
+        assert not scored[:, : answer_start - 1].any()

@@ -350,3 +350,54 @@ def test_freezing_attention_after_the_stage_keeps_the_stages_attention_and_train
     assert any(not torch.equal(after_stage[name], after_vsi[name]) for name in others)
     result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
     assert "; attention frozen for the VSI steps" in result["description"]
+
+
+@pytest.mark.parametrize("knobs", [{"rehearsal_steps": 5}, {"freeze_attention_after_stage": True},
+                                   {"rehearsal_steps": 5, "pretrain_steps": 3, "pretrain_recipe": "token-mixed"},
+                                   {"freeze_attention_after_stage": True, "pretrain_steps": 3, "pretrain_recipe": "mixed"}])
+def test_knobs_that_act_after_a_presence_stage_refuse_a_run_without_one(tmp_path, knobs):
+    config = OracleConfig(data_dir=str(tmp_path / "missing"), base=str(BASE), out_dir=str(tmp_path / "out"), **knobs)
+    with pytest.raises(ValueError, match="acts after a presence stage"):
+        run_oracle(config)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_text_stage_trains_and_scores_the_questions_without_their_video(tiny_bench, tmp_path, monkeypatch):
+    import spatialvlm.experiments.vlm2_oracle as oracle_module
+    from spatialvlm.data.readers import read_benchmark
+    from spatialvlm.eval.metrics import question_types
+
+    calls = []
+    original = oracle_module._train
+
+    def spy(config, oracle, processor, stages, steps, seed, desc):
+        calls.append((steps, stages, processor, oracle))
+        return original(config, oracle, processor, stages, steps, seed, desc)
+
+    monkeypatch.setattr(oracle_module, "_train", spy)
+    config = OracleConfig(data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
+                          render_frames=8, image_size=112, num_frames=4, train_scenes=2, test_scenes=1,
+                          rows=("tied=cls,xyz",), seeds=(0,), steps=2, text_steps=3, tied=True, progress=False)
+    run_oracle(config)
+    (text_steps, text_stages, processor, oracle), (vsi_steps, vsi_stages, _, _) = calls
+    assert (text_steps, vsi_steps) == (3, 2)
+    text, vsi = text_stages[0][1], vsi_stages[0][1]
+    assert len(text) == len(vsi) > 0
+    video = processor.video_token_id
+    for (text_ids, text_labels, text_clip), (ids, labels, clip) in zip(text, vsi):
+        # The same turn with the video cut to its newline token: the tokens around it are unchanged.
+        assert int((text_ids == video).sum()) == 1 and text_clip.shape[0] == 0 and clip.shape[0] == 4
+        kept = ids != video
+        kept[int((ids == video).nonzero()[-1])] = True  # the video's last position (the newline)
+        torch.testing.assert_close(text_ids, ids[kept])
+        torch.testing.assert_close(text_labels, labels[kept])
+    # Scored without the video: any features give the same answer.
+    item = read_benchmark(tiny_bench, "test", question_types("vsibench"))[0]
+    noise = np.random.default_rng(3).normal(size=(4, 16, 17)).astype(np.float32)
+    answers = {oracle_module._OraclePredictor(oracle, processor, {item.scene_name: features}, 4, text_only=True)(item, "")
+               for features in (noise, 10 * noise, np.zeros_like(noise))}
+    assert len(answers) == 1
+    stage = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "text_stage.json").read_text())
+    assert stage["text_steps"] == 3 and 0.0 <= stage["official"]["overall"] <= 100.0
+    result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
+    assert f"3 text-only VSI steps first ({stage['official']['overall']:.1f} held-out)" in result["description"]

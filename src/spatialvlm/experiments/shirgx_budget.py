@@ -568,6 +568,36 @@ def _content_positions(labels, eos_token_id: int):
     return answer & ((labels == eos_token_id) & answer).long().cumsum(1).eq(0)
 
 
+def _answer_logits(vlm, inputs: dict[str, Any], labels, content, mask_id: int | None):
+    """The read-out curriculum's forward: ``(logits, targets, content)``, each aligned so that
+    ``logits[b, t]`` predicts ``targets[b, t]`` and ``content[b, t]`` says whether to score it.
+
+    Args:
+        vlm: the LLaVA-OneVision model.
+        inputs: ``inputs_embeds`` (B, T, D) and ``attention_mask`` (B, T) of the whole turn, answer included.
+        labels: (B, T), ``IGNORE_INDEX`` outside the answer; content: (B, T) bool (``_content_positions``).
+        mask_id: the diffusion objective's mask token: every answer position masked, bidirectional
+            attention, each position predicts its own label; None: the AR objective, teacher forcing
+            under the causal mask, position t predicts the label at t + 1 (logits (B, T − 1, V)).
+    """
+    import torch
+
+    from ..models.diffusion import additive_mask
+    from ..train.conversation import IGNORE_INDEX
+
+    if mask_id is None:
+        logits = vlm(**inputs).logits
+        return logits[:, :-1], labels[:, 1:], content[:, 1:]
+    answer = labels != IGNORE_INDEX
+    mask_embed = vlm.get_input_embeddings()(torch.tensor([mask_id]))
+    embeds = torch.where(answer[..., None], mask_embed, inputs["inputs_embeds"])
+    valid = inputs["attention_mask"].bool()
+    allowed = valid[:, None, :].expand(-1, valid.shape[1], -1)
+    logits = vlm(inputs_embeds=embeds, attention_mask=additive_mask(allowed, embeds.dtype),
+                 position_ids=(valid.long().cumsum(1) - 1).clamp(min=0)).logits
+    return logits, labels, content
+
+
 def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig) -> dict[str, Any]:
     """Form the language model's read-out with a curriculum over the number of image tokens.
 
@@ -601,9 +631,7 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
     from tqdm.auto import tqdm
 
     from ..data.synthetic_images import region_patch_mask
-    from ..models.diffusion import additive_mask
     from ..models.shirgx_vlm import ShirgXImagePath
-    from ..train.conversation import IGNORE_INDEX
     from ..train.tasks.shirgx import ImageQACollator
 
     tower, projector = vlm.model.vision_tower, vlm.model.multi_modal_projector
@@ -634,18 +662,7 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
         batch = collate([items[i] for i in chosen])
         inputs = path.build_inputs(batch["input_ids"], torch.stack(picked), batch["attention_mask"], batch["labels"])
         labels = inputs.pop("labels")
-        content = _content_positions(labels, tokenizer.eos_token_id)
-        if mask_id is None:  # causal LM: teacher forcing, position t predicts the label at t + 1
-            logits = vlm(**inputs).logits
-            return logits[:, :-1], labels[:, 1:], content[:, 1:]
-        answer = labels != IGNORE_INDEX
-        mask_embed = vlm.get_input_embeddings()(torch.tensor([mask_id]))
-        embeds = torch.where(answer[..., None], mask_embed, inputs["inputs_embeds"])
-        valid = inputs["attention_mask"].bool()
-        allowed = valid[:, None, :].expand(-1, valid.shape[1], -1)
-        logits = vlm(inputs_embeds=embeds, attention_mask=additive_mask(allowed, embeds.dtype),
-                     position_ids=(valid.long().cumsum(1) - 1).clamp(min=0)).logits
-        return logits, labels, content
+        return _answer_logits(vlm, inputs, labels, _content_positions(labels, tokenizer.eos_token_id), mask_id)
 
     train_items, train_records = train
     test_items, test_records = test
