@@ -401,3 +401,32 @@ def test_text_stage_trains_and_scores_the_questions_without_their_video(tiny_ben
     assert stage["text_steps"] == 3 and 0.0 <= stage["official"]["overall"] <= 100.0
     result = json.loads((tmp_path / "out" / "runs" / "tied" / "seed0" / "result.json").read_text())
     assert f"3 text-only VSI steps first ({stage['official']['overall']:.1f} held-out)" in result["description"]
+
+
+def test_validation_scores_training_scenes_it_never_trains_on(tiny_bench, tmp_path, monkeypatch):
+    import spatialvlm.experiments.vlm2_oracle as oracle_module
+    from spatialvlm.data.readers import read_benchmark
+    from spatialvlm.eval.metrics import question_types
+
+    config = OracleConfig(train_scenes=1, test_scenes=1, validation=True)
+    assert config.trained_on("train_00000") and not config.trained_on("train_00001")
+    assert config.held_out("train_00001") and not config.held_out("train_00000") and not config.held_out("test_00000")
+    assert dataclasses.replace(config, validation=False).held_out("test_00000")
+
+    trained = []
+    original = oracle_module._train
+
+    def spy(config, oracle, processor, stages, steps, seed, desc):
+        trained.append(len(stages[0][1]))
+        return original(config, oracle, processor, stages, steps, seed, desc)
+
+    monkeypatch.setattr(oracle_module, "_train", spy)
+    config = dataclasses.replace(config, data_dir=str(tiny_bench), base=str(BASE), out_dir=str(tmp_path / "out"), seed=5,
+                                 render_frames=8, image_size=112, num_frames=4, rows=("blind=none",), seeds=(0,), steps=1,
+                                 progress=False)
+    run_oracle(config)
+    questions = read_benchmark(tiny_bench, "train", question_types("vsibench"))
+    assert trained == [sum(item.scene_name == "train_00000" for item in questions)]
+    scored = (tmp_path / "out" / "validation" / "runs" / "blind" / "seed0" / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert {json.loads(line)["scene_name"] for line in scored} == {"train_00001"}
+    assert (tmp_path / "out" / "validation" / "results.md").is_file() and not (tmp_path / "out" / "results.md").exists()

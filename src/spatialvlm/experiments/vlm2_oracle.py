@@ -118,6 +118,9 @@ class OracleConfig:
             unclipped: from ~6 nats at the start, clipping at 1 slows it).
         num_threads / progress: torch threads; progress bars.
         eval_limit: score only the first N held-out questions (smoke runs).
+        validation: score on the training split's scenes ``train_scenes`` … ``train_scenes +
+            test_scenes − 1`` (never trained on) instead of the test split, so that a recipe can be
+            chosen without the held-out questions.
     """
 
     data_dir: str = "bench"
@@ -146,6 +149,19 @@ class OracleConfig:
     num_threads: int = 1
     progress: bool = True
     eval_limit: int | None = None
+    validation: bool = False
+
+    def held_out(self, scene_name: str) -> bool:
+        """Whether ``scene_name`` is a held-out scene (scored, never trained on)."""
+        split, index = scene_name.rsplit("_", 1)
+        if self.validation:
+            return split == "train" and self.train_scenes <= int(index) < self.train_scenes + self.test_scenes
+        return split == "test" and int(index) < self.test_scenes
+
+    def trained_on(self, scene_name: str) -> bool:
+        """Whether ``scene_name`` is one of the training scenes."""
+        split, index = scene_name.rsplit("_", 1)
+        return split == "train" and int(index) < self.train_scenes
 
     def row_features(self) -> dict[str, tuple[str, ...]]:
         """``rows`` parsed: name → feature groups (checked)."""
@@ -428,7 +444,7 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
     from ..train.conversation import IGNORE_INDEX
     from .vlm2_lookup import _token_subset, presence_items
 
-    train = {name: value for name, value in features.items() if name.startswith("train_")}
+    train = {name: value for name, value in features.items() if config.trained_on(name)}
     every = config.num_frames
     # (until, frames, layout, region tokens per clip or None for the whole clip); layouts: "chat" (the
     # VSI chat template), "raw" (video tokens then the prompt, no template: where the lookup experiment
@@ -477,7 +493,7 @@ def _presence_accuracy(config: OracleConfig, oracle: OracleLM, processor: Any, f
     from ..train.conversation import IGNORE_INDEX
     from .vlm2_lookup import presence_items
 
-    test = {name: value for name, value in features.items() if name.startswith("test_")}
+    test = {name: value for name, value in features.items() if config.held_out(name)}
     yes, no = processor.tokenizer.encode("yes")[0], processor.tokenizer.encode("no")[0]
     correct = 0
     items = presence_items(test, config.num_frames, region, config.min_pixels, 0)
@@ -510,9 +526,12 @@ def run_oracle(config: OracleConfig) -> list[Any]:
     rows = config.row_features()
     out = Path(config.out_dir)
     (out / "features").mkdir(parents=True, exist_ok=True)
+    root = out / "validation" if config.validation else out  # runs and tables scored on validation scenes apart
     data = Path(config.data_dir)
-    train_items = [i for i in read_benchmark(data, "train", question_types("vsibench")) if int(i.scene_name[-5:]) < config.train_scenes]
-    test_items = [i for i in read_benchmark(data, "test", question_types("vsibench")) if int(i.scene_name[-5:]) < config.test_scenes]
+    train_split = read_benchmark(data, "train", question_types("vsibench"))
+    train_items = [i for i in train_split if config.trained_on(i.scene_name)]
+    test_items = [i for i in (train_split if config.validation else read_benchmark(data, "test", question_types("vsibench")))
+                  if config.held_out(i.scene_name)]
     if config.eval_limit is not None:
         test_items = test_items[: config.eval_limit]
     if not train_items or not test_items:
@@ -520,7 +539,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
     results = []
     for name, groups in rows.items():
         for seed in config.seeds:
-            run_dir = out / "runs" / name / f"seed{seed}"
+            run_dir = root / "runs" / name / f"seed{seed}"
             done = run_dir / "result.json"
             if done.is_file():
                 results.append(VariantResult(**json.loads(done.read_text())))
@@ -528,7 +547,9 @@ def run_oracle(config: OracleConfig) -> list[Any]:
             oracle, processor = OracleLM.from_base(config, groups, seed)
             region = 2 * processor.patch_size  # a pooled token's footprint
             features = {}
-            for split, scenes in (("train", config.train_scenes), ("test", config.test_scenes)):
+            splits = ((("train", config.train_scenes + config.test_scenes),) if config.validation
+                      else (("train", config.train_scenes), ("test", config.test_scenes)))
+            for split, scenes in splits:
                 # One cache per rendering setting, so another --num-frames never reads stale features.
                 cache = out / "features" / f"{split}_seed{config.seed}_frames{config.num_frames}of{config.render_frames}_region{region}.npz"
                 features.update(_render_features(config, split, scenes, region, cache))
@@ -537,12 +558,12 @@ def run_oracle(config: OracleConfig) -> list[Any]:
             if config.text_steps:  # the language stage: the same questions, no video
                 text = [(*_encode(processor, item, config.num_frames, text_only=True), features[item.scene_name][:0])
                         for item in train_items]
-                _train(config, oracle, processor, [(1.0, text)], config.text_steps, seed, f"{name} seed {seed} text")
+                text_log = _train(config, oracle, processor, [(1.0, text)], config.text_steps, seed, f"{name} seed {seed} text")
                 text_stage = evaluate(test_items, _OraclePredictor(oracle, processor, features, config.num_frames, text_only=True),
                                       run_dir / "eval_text", "vsibench", resume=False, show_progress=config.progress,
                                       title=f"oracle text stage — {name} seed {seed}")
                 (run_dir / "text_stage.json").write_text(json.dumps(
-                    {"text_steps": config.text_steps, "official": text_stage.official.to_dict()}, indent=1) + "\n")
+                    {"text_steps": config.text_steps, "official": text_stage.official.to_dict(), "loss_log": text_log}, indent=1) + "\n")
             vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
             mixed = config.pretrain_steps and config.pretrain_recipe in ("mixed", "token-mixed")
             if mixed:  # presence steps (their clip curriculum) interleaved with the VSI steps from the start
@@ -588,12 +609,12 @@ def run_oracle(config: OracleConfig) -> list[Any]:
             )
             done.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
             results.append(result)
-    summary = summarise(results, out, list(rows))
-    (out / "results.json").write_text(json.dumps({
+    summary = summarise(results, root, list(rows))
+    (root / "results.json").write_text(json.dumps({
         "config": dataclasses.asdict(config), "rows": [dataclasses.asdict(row) for row in summary],
         "results": [dataclasses.asdict(result) for result in results],
     }, indent=1) + "\n")
-    (out / "results.md").write_text(results_markdown(summary, results))
+    (root / "results.md").write_text(results_markdown(summary, results))
     return summary
 
 
@@ -621,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--freeze-attention-after-stage", action="store_true",
                         help="the VSI steps after a presence stage leave the LM's attention weights as the stage formed them")
     parser.add_argument("--tied", action="store_true", help="category names as single tokens; video tokens tied to their word embeddings")
+    parser.add_argument("--validation", action="store_true",
+                        help="score on the training scenes after --train-scenes (choose recipes without the test split)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -637,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_limit=args.eval_limit, progress=not args.no_progress,
         tied=args.tied, text_steps=args.text_steps, pretrain_steps=args.pretrain_steps, pretrain_recipe=args.pretrain_recipe,
         rehearsal_steps=args.rehearsal_steps, freeze_attention_after_stage=args.freeze_attention_after_stage,
-        min_pixels=args.min_pixels,
+        min_pixels=args.min_pixels, validation=args.validation,
     )
     try:
         summary = run_oracle(config)
