@@ -23,7 +23,8 @@ model itself is the bottleneck.
 
 Features are rendered once per scene and setting and kept in ``OUT/features/`` (resumable); each
 (row, seed) leaves ``OUT/runs/<row>/seed<s>/result.json`` and is not rerun; ``OUT/results.{json,md}``
-hold the table (the ablation's format: mean ± std over seeds, bootstrap CI over questions).
+hold the table (the ablation's format: mean ± std over seeds, bootstrap CI over questions);
+with ``--validation`` the same files go under ``OUT/validation/``.
 """
 
 from __future__ import annotations
