@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 PRETRAIN_RECIPES = ("one-hop-first", "curriculum", "token-curriculum", "token-raw-first", "mixed", "token-mixed")
+MIXED_RECIPES = ("mixed", "token-mixed")  # presence interleaved with the VSI steps: no stage before them
 
 # Columns of a region's feature vector: 14 class shares, then x, y, z. "none" (no column: every
 # video token the same learnt vector) is the blind control trained with the identical recipe.
@@ -110,7 +111,7 @@ class OracleConfig:
         text_steps: steps of the VSI questions *without* video before everything else (each prompt's
             video cut to its newline token): the tiny LM's language stage, where it can learn the
             answer priors and the words of the question (the category a size question names, the
-            option a choice question's prior favours) at ≈ 1/4 of a 16-frame step's cost; 0: none.
+            option a choice question's prior favours) at ≈ 1/3 of a 16-frame step's cost; 0: none.
             The held-out VSI score after it is kept beside the result (``text_stage.json``).
         seeds: replicates (initialisation and batch order).
         steps / batch_size / learning_rate: AdamW, cosine schedule, 5 % warm-up (each stage its own
@@ -519,7 +520,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
     from .vlm2_ablation import VariantResult, results_markdown, summarise
 
     for flag, value in (("rehearsal_steps", config.rehearsal_steps), ("freeze_attention_after_stage", config.freeze_attention_after_stage)):
-        if value and (not config.pretrain_steps or config.pretrain_recipe in ("mixed", "token-mixed")):
+        if value and (not config.pretrain_steps or config.pretrain_recipe in MIXED_RECIPES):
             raise ValueError(f"{flag} acts after a presence stage: it needs pretrain_steps > 0 and a recipe other than "
                              f"mixed / token-mixed (got pretrain_steps {config.pretrain_steps}, recipe {config.pretrain_recipe})")
     torch.set_num_threads(config.num_threads)
@@ -566,7 +567,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                 (run_dir / "text_stage.json").write_text(json.dumps(
                     {"text_steps": config.text_steps, "official": text_stage.official.to_dict(), "loss_log": text_log}, indent=1) + "\n")
             vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
-            mixed = config.pretrain_steps and config.pretrain_recipe in ("mixed", "token-mixed")
+            mixed = config.pretrain_steps and config.pretrain_recipe in MIXED_RECIPES
             if mixed:  # presence steps (their clip curriculum) interleaved with the VSI steps from the start
                 stages = [(until, ((config.pretrain_steps, questions), (config.steps, vsi)))
                           for until, questions in _presence_stages(config, processor, features, region, seed)]
@@ -599,8 +600,8 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                 if text_stage is not None else "") + (
                 f", {config.pretrain_steps} presence steps ({config.pretrain_recipe}) {order} "
                 f"{100 * presence:.1f} % on held-out presence" if config.pretrain_steps else "") + (
-                f"; {config.rehearsal_steps} presence steps among the VSI steps" if config.rehearsal_steps and not mixed else "") + (
-                "; attention frozen for the VSI steps" if config.freeze_attention_after_stage and config.pretrain_steps and not mixed else "") + (
+                f"; {config.rehearsal_steps} presence steps among the VSI steps" if config.rehearsal_steps else "") + (
+                "; attention frozen for the VSI steps" if config.freeze_attention_after_stage else "") + (
                 f"; {100 * presence_after:.1f} % after the VSI steps" if presence_after is not None else "")
             result = VariantResult(
                 name=name, description=f"fresh LM on ground-truth {'+'.join(groups)} tokens{recipe}", official=scores.official.to_dict(),
