@@ -127,3 +127,51 @@ def test_named_paths_of_the_probe_flags():
     assert parse_named_paths("") == {}
     with pytest.raises(ValueError, match="NAME=DIR"):
         parse_named_paths("vision")
+
+
+def test_language_stage_trains_a_fresh_language_model_alone_on_the_questions_without_video(tiny_bench, tmp_path):
+    """``text_steps``: between stage (a) and (b) the LM alone learns the VSI turns with the video cut
+    out; the tower and projector stay stage (a)'s, stage (b) starts from it, a rerun reuses it."""
+    import json
+
+    import torch
+
+    from spatialvlm.data.readers import read_benchmark
+    from spatialvlm.eval.metrics import question_types
+    from spatialvlm.experiments.vlm2_base import BaseConfig, build_base, encode_question
+    from spatialvlm.models import load_vlm2
+
+    config = BaseConfig(data_dir=str(tiny_bench), out_dir=str(tmp_path / "base"), seed=5, num_frames=8, image_size=112,
+                        vision_hidden_size=32, vision_layers=1, text_hidden_size=32, text_layers=1, vision_scenes=2,
+                        vision_frames_per_scene=2, vision_steps=2, lm_max_steps=2, held_out_scenes=1, text_steps=40,
+                        progress=False)
+    final = build_base(config)
+    out = tmp_path / "base"
+    stage_a, _ = load_vlm2(out / "stage_a")
+    text, processor = load_vlm2(out / "stage_text")
+    a, t = stage_a.state_dict(), text.state_dict()
+    changed = {key for key in a if not torch.equal(a[key], t[key])}
+    assert changed and all(key.startswith(("model.language_model.", "lm_head.")) for key in changed)
+    assert any(key.startswith("model.language_model.layers.") for key in changed)
+
+    # The examples are the ablation's VSI turns with exactly the video positions removed.
+    item = read_benchmark(tiny_bench, "train", question_types("vsibench"))[0]
+    with_video, labels = encode_question(processor, item, 8)
+    keep = with_video != processor.video_token_id
+    without, text_labels = encode_question(processor, item, 8, video_tokens=0)
+    assert int((~keep).sum()) == processor.num_video_tokens(8)
+    torch.testing.assert_close(without, with_video[keep])
+    torch.testing.assert_close(text_labels, labels[keep])
+
+    log = json.loads((out / "base_training.json").read_text())
+    curve = log["stage_text"]
+    assert curve["step"][-1] == 40 and len(curve["train_loss"]) == len(curve["held_out_loss"])
+    assert curve["held_out_loss"][-1] < curve["held_out_loss_before"] - 1.0  # the answer format is learnt
+    assert log["stage_b"]["start"] == str(out / "stage_text")
+    recorded = json.loads((final / "synthetic_base.json").read_text())["stage_text_held_out_loss"]
+    assert recorded == {"before": curve["held_out_loss_before"], "after": curve["held_out_loss"][-1]}
+
+    # A rerun reuses the language stage instead of training it again.
+    stamp = (out / "stage_text" / "model.safetensors").stat().st_mtime_ns
+    build_base(config)
+    assert (out / "stage_text" / "model.safetensors").stat().st_mtime_ns == stamp

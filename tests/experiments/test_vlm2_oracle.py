@@ -70,7 +70,7 @@ def test_prompt_encoding_matches_the_ablation_training_items(tiny_bench):
     from spatialvlm.data.readers import read_benchmark
     from spatialvlm.eval.metrics import question_types
     from spatialvlm.experiments.vlm2_ablation import llava_records
-    from spatialvlm.experiments.vlm2_oracle import _encode
+    from spatialvlm.experiments.vlm2_base import encode_question
     from spatialvlm.models import load_vlm2
     from spatialvlm.train import DataArguments
     from spatialvlm.train.tasks.vlm2 import VideoConversationDataset
@@ -80,7 +80,7 @@ def test_prompt_encoding_matches_the_ablation_training_items(tiny_bench):
     dataset = VideoConversationDataset(llava_records(items, geometry=False), processor, DataArguments(num_frames=4),
                                        model.config, root=tiny_bench)
     for index, item in enumerate(items):
-        input_ids, labels = _encode(processor, item, 4)
+        input_ids, labels = encode_question(processor, item, 4)
         torch.testing.assert_close(input_ids, dataset[index]["input_ids"])
         torch.testing.assert_close(labels, dataset[index]["labels"])
         assert int((input_ids == processor.video_token_id).sum()) == 4 * 16 + 1

@@ -15,6 +15,11 @@ the synthetic renderer's own knowledge, in two stages that never see 3D inputs:
     per video ("Describe the objects in this room in the order they appear." → "chair, 3 tv, ..."),
     video frames only.
 
+With ``--text-steps N`` a language stage runs between them: the language model alone (built fresh)
+learns the training split's VSI questions with their video cut out, as a real VLM's LLM comes
+from text pretraining; stage (b) then starts from it (issue 15's seventh look found the tiny LM
+learns the question's words there, and not beside the video).
+
 Both stages log training and held-out losses (held-out: frames / questions of the test split's
 first scenes, never used to choose anything) to ``OUT/base_training.json``; ``OUT/base`` is a
 ``load_vlm2`` checkpoint with ``synthetic_base.json`` (config, command, losses). Reruns reuse a
@@ -24,6 +29,7 @@ finished stage (``OUT/stage_a``), so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -36,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BaseConfig", "NUM_PATCH_CLASSES", "patch_labels", "describe_scene", "build_base", "main"]
+__all__ = ["BaseConfig", "NUM_PATCH_CLASSES", "patch_labels", "describe_scene", "encode_turn", "encode_question", "build_base", "main"]
 
 # floor, wall, ceiling, then the object categories in ``CATEGORIES`` order.
 NUM_ROOM_CLASSES = 3
@@ -64,6 +70,13 @@ class BaseConfig:
         vision_scenes: training scenes whose frames are used; vision_frames_per_scene of each.
         vision_steps / vision_batch_frames / vision_learning_rate: AdamW, cosine, 5 % warm-up.
 
+    Language stage (between (a) and (b); only with ``text_steps`` > 0):
+        text_steps: steps of the training split's VSI questions (the ``lm_train_scenes``) without
+            their video (the turn's video tokens removed), the language model and its head alone,
+            built fresh at std 1/√width (docs/decisions.md); 0: no language stage.
+        text_learning_rate: AdamW, cosine, 5 % warm-up, gradients clipped at 1, batch
+            ``lm_batch_size`` (the oracle's text-stage settings, chosen on validation scenes).
+
     Stage (b), projector + language model:
         lm_epochs / lm_max_steps (> 0 overrides epochs) / lm_batch_size / lm_learning_rate.
         lm_train_scenes: training scenes whose questions are used (None: all).
@@ -90,6 +103,8 @@ class BaseConfig:
     lm_batch_size: int = 8
     lm_learning_rate: float = 2e-3
     lm_train_scenes: int | None = None
+    text_steps: int = 0
+    text_learning_rate: float = 1e-3
     held_out_scenes: int = 10
     num_threads: int = 1
     progress: bool = True
@@ -97,9 +112,33 @@ class BaseConfig:
     def __post_init__(self) -> None:
         if self.image_size % 14:
             raise ValueError(f"image_size must be a multiple of the patch size 14, got {self.image_size}")
+        if self.text_steps < 0:
+            raise ValueError(f"text_steps must be >= 0, got {self.text_steps}")
 
 
 QUICK = dict(vision_scenes=60, vision_steps=150, lm_max_steps=120, lm_train_scenes=120, held_out_scenes=4)
+
+
+def encode_turn(processor: Any, prompt: str, answer: str, num_frames: int, video_tokens: int | None = None):
+    """``(input_ids, labels)`` (L,) of one prompt → answer turn after ``num_frames`` frames of video,
+    in the processor's chat layout (``video_tokens``: that many video positions instead, e.g. a clip
+    cut to a few region tokens + newline, or 0: the turn without its video)."""
+    from ..train.conversation import add_video_prompt, to_chat_messages, tokenize_conversation
+
+    conversation = [{"from": "human", "value": "<video>\n" + prompt}, {"from": "gpt", "value": answer}]
+    messages = to_chat_messages(conversation, processor.video_token, aliases=(processor.image_token,))
+    messages = add_video_prompt(messages, processor.video_token, processor.system_prompt, None)
+    count = processor.num_video_tokens(num_frames) if video_tokens is None else video_tokens
+    return tokenize_conversation(processor.tokenizer, messages, {processor.video_token_id: count})
+
+
+def encode_question(processor: Any, item: Any, num_frames: int, video_tokens: int | None = None):
+    """``(input_ids, labels)`` of one benchmark question exactly as the ablation trains it (official
+    prompt, gold answer, chat layout, video token count); ``video_tokens`` as in ``encode_turn``."""
+    from ..eval import build_prompt
+    from ..eval.baselines import gold_answer
+
+    return encode_turn(processor, build_prompt(item, "vsibench"), gold_answer(item), num_frames, video_tokens)
 
 
 def patch_labels(instance: np.ndarray, depth: np.ndarray, height: np.ndarray, room_height: float, patch: int,
@@ -263,7 +302,7 @@ def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if (step + 1) % max(1, config.vision_steps // 10) == 0 or step + 1 == config.vision_steps:
             curve["step"].append(step + 1)
             curve["train_loss"].append(float(np.mean(running)))
@@ -271,6 +310,89 @@ def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
             running = []
             bar.set_postfix(loss=f"{curve['train_loss'][-1]:.3f}", acc=f"{curve['held_out'][-1]['patch_accuracy']:.2f}")
     tower.eval()
+
+
+def _question_items(config: BaseConfig, split: str, scenes: int | None) -> list[Any]:
+    """The VSI-Bench questions of the first ``scenes`` scenes of ``split`` (None: all)."""
+    from ..data.readers import read_benchmark
+    from ..eval.metrics import question_types
+
+    items = read_benchmark(Path(config.data_dir), split, question_types("vsibench"))
+    if scenes is None:
+        return items
+    keep = set(sorted({item.scene_name for item in items})[:scenes])
+    return [item for item in items if item.scene_name in keep]
+
+
+def _text_loss(model: Any, examples: Sequence[tuple[Any, Any]], pad_token_id: int):
+    """Mean answer-token loss of a batch of ``(input_ids, labels)`` through the language model alone."""
+    from ..train.conversation import IGNORE_INDEX, pad_sequences
+
+    input_ids = pad_sequences([example[0] for example in examples], pad_token_id)
+    labels = pad_sequences([example[1] for example in examples], IGNORE_INDEX)
+    # Right padding under the causal mask never reaches a real token; no pixel values: text only.
+    return model(input_ids=input_ids, labels=labels).loss
+
+
+def _stage_text(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
+    """The language stage (in place): a fresh language model on the VSI turns without their video."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models import VLM2ForConditionalGeneration
+
+    width = model.config.text_config.hidden_size
+    fresh_config = copy.deepcopy(model.config)
+    fresh_config.initializer_range = fresh_config.text_config.initializer_range = width ** -0.5
+    torch.manual_seed(config.seed)
+    fresh = VLM2ForConditionalGeneration(fresh_config)
+    model.model.language_model.load_state_dict(fresh.model.language_model.state_dict())
+    model.lm_head.load_state_dict(fresh.lm_head.state_dict())
+    del fresh
+
+    train = [encode_question(processor, item, config.num_frames, video_tokens=0)
+             for item in _question_items(config, "train", config.lm_train_scenes)]
+    held = [encode_question(processor, item, config.num_frames, video_tokens=0)
+            for item in _question_items(config, "test", config.held_out_scenes)]
+    pad = processor.tokenizer.pad_token_id
+
+    def held_out() -> float:
+        model.eval()
+        with torch.no_grad():
+            total = sum(float(_text_loss(model, held[i:i + 64], pad)) * len(held[i:i + 64]) for i in range(0, len(held), 64))
+        model.train()
+        return total / max(1, len(held))
+
+    parameters = list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.text_learning_rate, weight_decay=0.0)
+    steps = config.text_steps
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    curve: dict[str, Any] = {"step": [], "train_loss": [], "held_out_loss": [], "held_out_loss_before": held_out(),
+                             "train_examples": len(train), "held_out_examples": len(held)}
+    log["stage_text"] = curve
+    model.train()
+    running: list[float] = []
+    bar = tqdm(range(steps), desc="language stage: VSI questions without video", disable=not config.progress)
+    for step in bar:
+        batch = [train[i] for i in torch.randint(len(train), (config.lm_batch_size,), generator=generator).tolist()]
+        loss = _text_loss(model, batch, pad)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        running.append(float(loss.detach()))
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            curve["step"].append(step + 1)
+            curve["train_loss"].append(float(np.mean(running)))
+            curve["held_out_loss"].append(held_out())
+            running = []
+            bar.set_postfix(loss=f"{curve['train_loss'][-1]:.3f}", held_out=f"{curve['held_out_loss'][-1]:.3f}")
+    model.eval()
 
 
 def _records(config: BaseConfig, split: str, scenes: int | None) -> list[dict]:
@@ -299,8 +421,9 @@ def _records(config: BaseConfig, split: str, scenes: int | None) -> list[dict]:
     return records
 
 
-def _stage_b(config: BaseConfig, stage_a_dir: Path, out: Path, log: dict) -> Path:
-    """Projector + LM on questions and descriptions; returns the final checkpoint directory."""
+def _stage_b(config: BaseConfig, start_dir: Path, out: Path, log: dict) -> Path:
+    """Projector + LM on questions and descriptions, from ``start_dir`` (stage (a) or the language
+    stage); returns the final checkpoint directory."""
     import torch
     from transformers import TrainingArguments
 
@@ -312,7 +435,7 @@ def _stage_b(config: BaseConfig, stage_a_dir: Path, out: Path, log: dict) -> Pat
     train_path.write_text(json.dumps(_records(config, "train", config.lm_train_scenes)))
     held_path.write_text(json.dumps(_records(config, "test", config.held_out_scenes)))
     torch.manual_seed(config.seed)
-    model_args = ModelArguments(model_name_or_path=str(stage_a_dir), mm_tunable_parts="mm_mlp_adapter,mm_language_model")
+    model_args = ModelArguments(model_name_or_path=str(start_dir), mm_tunable_parts="mm_mlp_adapter,mm_language_model")
     data_args = DataArguments(data_path=str(train_path), num_frames=config.num_frames)
     training_args = TrainingArguments(
         output_dir=str(out / "stage_b_train"), num_train_epochs=config.lm_epochs, max_steps=config.lm_max_steps,
@@ -333,7 +456,7 @@ def _stage_b(config: BaseConfig, stage_a_dir: Path, out: Path, log: dict) -> Pat
     log["stage_b"] = {
         "train_log": [entry for entry in run.trainer.state.log_history if "loss" in entry],
         "held_out_loss_before": before, "held_out_loss_after": after,
-        "train_records": len(run.trainer.train_dataset), "held_out_records": len(held),
+        "train_records": len(run.trainer.train_dataset), "held_out_records": len(held), "start": str(start_dir),
     }
     final = out / "base"
     if final.exists():
@@ -363,8 +486,8 @@ def held_out_loss(model: Any, dataset: Any, collator: Any, batch_size: int) -> f
 
 
 def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False) -> Path:
-    """Run stage (a) (unless ``OUT/stage_a`` exists) and stage (b); returns ``OUT/base``
-    (``OUT/stage_a`` with ``stage_a_only``)."""
+    """Run stage (a) (unless ``OUT/stage_a`` exists), the language stage (with ``text_steps``, unless
+    ``OUT/stage_text`` exists) and stage (b); returns ``OUT/base`` (``OUT/stage_a`` with ``stage_a_only``)."""
     import torch
     import transformers
 
@@ -391,8 +514,21 @@ def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False
         log_path.write_text(json.dumps(log, indent=1))
     if stage_a_only:
         return stage_a_dir
+    start_dir = stage_a_dir
+    if config.text_steps:
+        start_dir = out / "stage_text"
+        if not (start_dir / "config.json").is_file():
+            from ..models import load_vlm2
+
+            tick = time.perf_counter()
+            model, processor = load_vlm2(stage_a_dir)
+            _stage_text(config, model, processor, log)
+            model.save_pretrained(start_dir)
+            processor.save_pretrained(start_dir)
+            log["stage_text_seconds"] = time.perf_counter() - tick
+            log_path.write_text(json.dumps(log, indent=1))
     tick = time.perf_counter()
-    final = _stage_b(config, stage_a_dir, out, log)
+    final = _stage_b(config, start_dir, out, log)
     log["stage_b_seconds"] = time.perf_counter() - tick
     log_path.write_text(json.dumps(log, indent=1))
     (final / "synthetic_base.json").write_text(json.dumps({
@@ -400,6 +536,8 @@ def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False
         "synth": {"num_frames": config.num_frames, "image_size": config.image_size, "seed": config.seed},
         "stage_a_held_out": log.get("stage_a", {}).get("held_out", [None])[-1],
         "stage_a_before": log.get("stage_a_before"),
+        "stage_text_held_out_loss": ({"before": log["stage_text"]["held_out_loss_before"],
+                                      "after": log["stage_text"]["held_out_loss"][-1]} if config.text_steps else None),
     }, indent=1) + "\n")
     return final
 

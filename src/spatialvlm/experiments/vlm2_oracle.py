@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .vlm2_base import encode_question, encode_turn
+
 __all__ = [
     "OracleConfig",
     "FEATURE_COLUMNS",
@@ -325,30 +327,7 @@ class OracleLM(nn.Module):
         return embedded.masked_scatter((input_ids == self.video_token_id)[..., None], video.to(embedded.dtype))
 
 
-def _encode(processor: Any, item: Any, num_frames: int, text_only: bool = False):
-    """``(input_ids, labels)`` of one question exactly as the ablation trains it (official prompt,
-    gold answer, the processor's chat layout and video token count); ``text_only``: the video cut to
-    its newline token (the text stage)."""
-    from ..eval import build_prompt
-    from ..eval.baselines import gold_answer
-
-    return _encode_text(processor, build_prompt(item, "vsibench"), gold_answer(item), num_frames,
-                        video_tokens=1 if text_only else None)
-
-
 PRESENCE_PROMPT = "These are frames of a video.\nIs there a {category} in this room?\nPlease answer the question using a single word or phrase."
-
-
-def _encode_text(processor: Any, prompt: str, answer: str, num_frames: int, video_tokens: int | None = None):
-    """``(input_ids, labels)`` of one prompt → answer turn after ``num_frames`` frames of video
-    (``video_tokens``: that many video positions instead, e.g. a clip cut to a few region tokens + newline)."""
-    from ..train.conversation import add_video_prompt, to_chat_messages, tokenize_conversation
-
-    conversation = [{"from": "human", "value": "<video>\n" + prompt}, {"from": "gpt", "value": answer}]
-    messages = to_chat_messages(conversation, processor.video_token, aliases=(processor.image_token,))
-    messages = add_video_prompt(messages, processor.video_token, processor.system_prompt, None)
-    count = processor.num_video_tokens(num_frames) if video_tokens is None else video_tokens
-    return tokenize_conversation(processor.tokenizer, messages, {processor.video_token_id: count})
 
 
 class _OraclePredictor:
@@ -364,7 +343,7 @@ class _OraclePredictor:
         from ..train.conversation import IGNORE_INDEX
 
         oracle, tokenizer = self.oracle, self.processor.tokenizer
-        input_ids, labels = _encode(self.processor, item, self.num_frames, self.text_only)
+        input_ids, labels = encode_question(self.processor, item, self.num_frames, 1 if self.text_only else None)
         answer_start = int((labels != IGNORE_INDEX).nonzero()[0, 0])
         features = self.features[item.scene_name][:0] if self.text_only else self.features[item.scene_name]
         embedded = oracle.embeddings(input_ids[None, :answer_start], features[None])
@@ -473,7 +452,7 @@ def _presence_stages(config: OracleConfig, processor: Any, features: dict[str, n
                 clip = _token_subset(clip, category, tokens, rng)
             name, answer = CATEGORIES[category].name, "yes" if yes else "no"
             if layout == "chat":
-                input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip),
+                input_ids, labels = encode_turn(processor, PRESENCE_PROMPT.format(category=name), answer, len(clip),
                                                  video_tokens=None if tokens is None else clip.shape[1] + 1)
             else:  # no template; "one-hop": the answer follows the category word itself
                 text = PRESENCE_PROMPT.format(category=name)
@@ -501,7 +480,7 @@ def _presence_accuracy(config: OracleConfig, oracle: OracleLM, processor: Any, f
     items = presence_items(test, config.num_frames, region, config.min_pixels, 0)
     with torch.no_grad():
         for scene, _, category, is_yes in items:
-            input_ids, labels = _encode_text(processor, PRESENCE_PROMPT.format(category=CATEGORIES[category].name),
+            input_ids, labels = encode_turn(processor, PRESENCE_PROMPT.format(category=CATEGORIES[category].name),
                                              "yes" if is_yes else "no", config.num_frames)
             start = int((labels != IGNORE_INDEX).nonzero()[0, 0])
             hidden = oracle.language_model(inputs_embeds=oracle.embeddings(input_ids[None, :start], test[scene][None])).last_hidden_state
@@ -558,7 +537,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
             tick = time.perf_counter()
             presence = presence_after = text_stage = None
             if config.text_steps:  # the language stage: the same questions, no video
-                text = [(*_encode(processor, item, config.num_frames, text_only=True), features[item.scene_name][:0])
+                text = [(*encode_question(processor, item, config.num_frames, video_tokens=1), features[item.scene_name][:0])
                         for item in train_items]
                 text_log = _train(config, oracle, processor, [(1.0, text)], config.text_steps, seed, f"{name} seed {seed} text")
                 text_stage = evaluate(test_items, _OraclePredictor(oracle, processor, features, config.num_frames, text_only=True),
@@ -566,7 +545,7 @@ def run_oracle(config: OracleConfig) -> list[Any]:
                                       title=f"oracle text stage — {name} seed {seed}")
                 (run_dir / "text_stage.json").write_text(json.dumps(
                     {"text_steps": config.text_steps, "official": text_stage.official.to_dict(), "loss_log": text_log}, indent=1) + "\n")
-            vsi = [(*_encode(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
+            vsi = [(*encode_question(processor, item, config.num_frames), features[item.scene_name]) for item in train_items]
             mixed = config.pretrain_steps and config.pretrain_recipe in MIXED_RECIPES
             if mixed:  # presence steps (their clip curriculum) interleaved with the VSI steps from the start
                 stages = [(until, ((config.pretrain_steps, questions), (config.steps, vsi)))
