@@ -782,7 +782,8 @@ def results_markdown(rows: Sequence[RowSummary], results: Sequence[VariantResult
 def plot_training_curves(results: Sequence[VariantResult], path: str | Path, base_log: dict | None = None) -> Path:
     """Training loss per logged step (one line per row and seed) with each run's held-out loss as
     a marker at its last step; with ``base_log`` (``vlm2_base``'s ``base_training.json``) a first
-    panel shows the base's stage (a) train / held-out losses and stage (b)'s training loss."""
+    panel shows the base's stage (a) train / held-out losses, the language stage's (if it ran) and
+    stage (b)'s training loss."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -797,6 +798,10 @@ def plot_training_curves(results: Sequence[VariantResult], path: str | Path, bas
             axis.plot(stage_a["step"], stage_a["train_loss"], label="(a) vision: train loss")
             held = [entry["class_ce"] + 0.5 * entry["log_depth_mse"] + 0.5 * entry["height_mse"] for entry in stage_a["held_out"]]
             axis.plot(stage_a["step"], held, "--", label="(a) vision: held-out loss")
+        stage_text = base_log.get("stage_text", {})
+        if stage_text.get("step"):
+            axis.plot(stage_text["step"], stage_text["train_loss"], label="language stage: train loss")
+            axis.plot(stage_text["step"], stage_text["held_out_loss"], "--", label="language stage: held-out loss")
         stage_b = base_log.get("stage_b", {})
         if stage_b.get("train_log"):
             steps = [e["step"] for e in stage_b["train_log"]]
