@@ -246,6 +246,28 @@ def tiny_model_config(config: Any):
     )
 
 
+def _warmup_cosine(optimizer: Any, steps: int) -> Any:
+    """Linear warm-up over the first 5 % of ``steps``, then a cosine decay to 0 (both base stages)."""
+    import torch
+
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+
+
+def _clipped_step(loss: Any, optimizer: Any, schedule: Any, parameters: list) -> float:
+    """One update with the gradient norm clipped to 1; returns the loss as a float for the log."""
+    import torch
+
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    schedule.step()
+    return float(loss.detach())
+
+
 def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
     """Train ``model``'s vision tower (in place) on per-patch labels."""
     import torch
@@ -262,10 +284,7 @@ def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
     tower = model.model
     parameters = list(tower.vision_tower.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.vision_learning_rate, weight_decay=0.01)
-    warmup = max(1, config.vision_steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.vision_steps)))
-    )
+    schedule = _warmup_cosine(optimizer, config.vision_steps)
     layer, strategy = model.config.vision_feature_layer, model.config.vision_feature_select_strategy
 
     def losses(pixels, classes, depth, height):
@@ -297,12 +316,7 @@ def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
         batch = torch.randint(len(train_pixels), (config.vision_batch_frames,), generator=generator)
         class_loss, depth_loss, height_loss, _ = losses(train_pixels[batch], *(t[batch] for t in targets))
         loss = class_loss + 0.5 * depth_loss + 0.5 * height_loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        running.append(float(loss.detach()))
+        running.append(_clipped_step(loss, optimizer, schedule, parameters))
         if (step + 1) % max(1, config.vision_steps // 10) == 0 or step + 1 == config.vision_steps:
             curve["step"].append(step + 1)
             curve["train_loss"].append(float(np.mean(running)))
@@ -366,10 +380,7 @@ def _stage_text(config: BaseConfig, model: Any, processor: Any, log: dict) -> No
     parameters = list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.text_learning_rate, weight_decay=0.0)
     steps = config.text_steps
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
-    )
+    schedule = _warmup_cosine(optimizer, steps)
     generator = torch.Generator().manual_seed(config.seed)
     curve: dict[str, Any] = {"step": [], "train_loss": [], "held_out_loss": [], "held_out_loss_before": held_out(),
                              "train_examples": len(train), "held_out_examples": len(held)}
@@ -380,12 +391,7 @@ def _stage_text(config: BaseConfig, model: Any, processor: Any, log: dict) -> No
     for step in bar:
         batch = [train[i] for i in torch.randint(len(train), (config.lm_batch_size,), generator=generator).tolist()]
         loss = _text_loss(model, batch, pad)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        running.append(float(loss.detach()))
+        running.append(_clipped_step(loss, optimizer, schedule, parameters))
         if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
             curve["step"].append(step + 1)
             curve["train_loss"].append(float(np.mean(running)))
