@@ -175,3 +175,39 @@ def test_language_stage_trains_a_fresh_language_model_alone_on_the_questions_wit
     stamp = (out / "stage_text" / "model.safetensors").stat().st_mtime_ns
     build_base(config)
     assert (out / "stage_text" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_stage_a_from_takes_the_tower_of_a_checkpoint_and_this_seeds_init_for_the_rest(tiny_bench, tmp_path):
+    """``stage_a_from``: stage (a) is not trained; OUT/stage_a holds exactly the given checkpoint's
+    vision tower and, for every other weight, the fresh initialisation of this base's own seed."""
+    import json
+
+    import pytest
+    import torch
+
+    from spatialvlm.experiments.vlm2_base import BaseConfig, build_base, tiny_model_config
+    from spatialvlm.models import VLM2ForConditionalGeneration, load_vlm2
+
+    sizes = dict(data_dir=str(tiny_bench), num_frames=8, image_size=112, vision_hidden_size=32, vision_layers=1,
+                 text_hidden_size=32, text_layers=1, vision_scenes=2, vision_frames_per_scene=2, held_out_scenes=1,
+                 progress=False)
+    source_dir = build_base(BaseConfig(out_dir=str(tmp_path / "a"), seed=5, vision_steps=3, **sizes), stage_a_only=True)
+    config = BaseConfig(out_dir=str(tmp_path / "b"), seed=7, stage_a_from=str(source_dir), **sizes)
+    stage_a = build_base(config, stage_a_only=True)
+
+    copied = load_vlm2(stage_a)[0].state_dict()
+    source = load_vlm2(source_dir)[0].state_dict()
+    torch.manual_seed(7)
+    fresh = VLM2ForConditionalGeneration(tiny_model_config(config)).state_dict()
+    tower = [key for key in copied if key.startswith("model.vision_tower.")]
+    assert tower and all(torch.equal(copied[key], source[key]) for key in tower)
+    assert any(not torch.equal(source[key], fresh[key]) for key in tower)  # the copy is not just seed 7's init
+    rest = [key for key in copied if key not in tower]
+    assert all(torch.equal(copied[key], fresh[key]) for key in rest)
+    assert any(not torch.equal(copied[key], source[key]) for key in rest)  # seed 7, not the source's seed 5
+    log = json.loads((tmp_path / "b" / "base_training.json").read_text())
+    assert log["stage_a_from"] == str(source_dir) and "stage_a" not in log
+
+    wider = BaseConfig(out_dir=str(tmp_path / "c"), seed=7, stage_a_from=str(source_dir), **{**sizes, "vision_hidden_size": 48})
+    with pytest.raises(ValueError, match="does not match"):
+        build_base(wider, stage_a_only=True)

@@ -69,6 +69,9 @@ class BaseConfig:
     Stage (a), vision tower on per-patch labels:
         vision_scenes: training scenes whose frames are used; vision_frames_per_scene of each.
         vision_steps / vision_batch_frames / vision_learning_rate: AdamW, cosine, 5 % warm-up.
+        stage_a_from: a ``load_vlm2`` checkpoint of the same tower shape whose vision tower is taken
+            instead of training stage (a) (every later stage keeps the tower frozen, so a base's
+            tower is its stage (a)); the other weights are this seed's fresh initialisation.
 
     Language stage (between (a) and (b); only with ``text_steps`` > 0):
         text_steps: steps of the training split's VSI questions (the ``lm_train_scenes``) without
@@ -105,6 +108,7 @@ class BaseConfig:
     lm_train_scenes: int | None = None
     text_steps: int = 0
     text_learning_rate: float = 1e-3
+    stage_a_from: str | None = None
     held_out_scenes: int = 10
     num_threads: int = 1
     progress: bool = True
@@ -491,9 +495,25 @@ def held_out_loss(model: Any, dataset: Any, collator: Any, batch_size: int) -> f
     return total / max(1, count)
 
 
+def _tower_from(model: Any, directory: str) -> None:
+    """Copy the vision tower of the checkpoint at ``directory`` into ``model`` (in place)."""
+    from ..models import load_vlm2
+
+    source, _ = load_vlm2(directory)
+    theirs, ours = source.model.vision_tower.state_dict(), model.model.vision_tower.state_dict()
+    mismatch = [key for key in ours if key not in theirs or theirs[key].shape != ours[key].shape]
+    if mismatch or len(theirs) != len(ours):
+        raise ValueError(
+            f"--stage-a-from {directory}: its vision tower does not match this base's "
+            f"(vision_hidden_size / vision_layers / image_size), e.g. {(mismatch or sorted(set(theirs) - set(ours)))[0]}"
+        )
+    model.model.vision_tower.load_state_dict(theirs)
+
+
 def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False) -> Path:
-    """Run stage (a) (unless ``OUT/stage_a`` exists), the language stage (with ``text_steps``, unless
-    ``OUT/stage_text`` exists) and stage (b); returns ``OUT/base`` (``OUT/stage_a`` with ``stage_a_only``)."""
+    """Run stage (a) (unless ``OUT/stage_a`` exists; with ``stage_a_from`` its tower is copied), the
+    language stage (with ``text_steps``, unless ``OUT/stage_text`` exists) and stage (b); returns
+    ``OUT/base`` (``OUT/stage_a`` with ``stage_a_only``)."""
     import torch
     import transformers
 
@@ -513,7 +533,13 @@ def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False
         model_config = tiny_model_config(config)
         model = VLM2ForConditionalGeneration(model_config)
         processor = build_tiny_processor(model_config)
-        _stage_a(config, model, processor, log)
+        if config.stage_a_from:
+            _tower_from(model, config.stage_a_from)
+            for key in ("stage_a", "stage_a_before"):  # no curve of its own: a rerun into OUT may hold one
+                log.pop(key, None)
+            log["stage_a_from"] = config.stage_a_from
+        else:
+            _stage_a(config, model, processor, log)
         model.save_pretrained(stage_a_dir)
         processor.save_pretrained(stage_a_dir)
         log["stage_a_seconds"] = time.perf_counter() - start
@@ -540,6 +566,7 @@ def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False
     (final / "synthetic_base.json").write_text(json.dumps({
         "command": command, "config": dataclasses.asdict(config),
         "synth": {"num_frames": config.num_frames, "image_size": config.image_size, "seed": config.seed},
+        "stage_a_from": config.stage_a_from,
         "stage_a_held_out": log.get("stage_a", {}).get("held_out", [None])[-1],
         "stage_a_before": log.get("stage_a_before"),
         "stage_text_held_out_loss": ({"before": log["stage_text"]["held_out_loss_before"],
@@ -552,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = BaseConfig()
     parser = argparse.ArgumentParser(prog="python -m spatialvlm.experiments.vlm2_base", description=__doc__.split("\n")[0])
     for item in dataclasses.fields(BaseConfig):
-        if item.name in ("progress", "lm_train_scenes", "data_dir", "out_dir"):
+        if item.name in ("progress", "lm_train_scenes", "data_dir", "out_dir", "stage_a_from"):
             continue
         value = getattr(defaults, item.name)
         parser.add_argument("--" + item.name.replace("_", "-"), type=type(value), default=value, help=f"default {value}")
@@ -561,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lm-train-scenes", type=int, help="training scenes whose questions are used; default all")
     parser.add_argument("--quick", action="store_true", help=f"a smaller run: {QUICK}")
     parser.add_argument("--stage-a-only", action="store_true", help="stop after the vision tower (stage a)")
+    parser.add_argument("--stage-a-from", metavar="CKPT", help="take the vision tower of this checkpoint instead of training stage (a)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
