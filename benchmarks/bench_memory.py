@@ -17,10 +17,15 @@ Measures, side by side in one run (fp32, 2 threads, real dims D = 1152, working 
    a. saved-for-backward of a 32-frame clip, counted as unique storages (every tensor autograd
       saves, deduplicated by storage), default settings, plus ``checkpoint_frames=True``;
    b. one training step (forward + backward) over the 32 frames, CPU seconds.
+6. issue 15, the graph log's rebuild in backward (``--only 6``): a 5-D ``gather`` over the log
+   (before, the library up to 50725e7, written out here) against the row ``index_select`` of
+   ``GraphLog.gather`` (after), one training step of a 32-frame clip at the tiny ablation's sizes
+   (B = 8, N = 64, D = 64, 4 heads, memories (8, 32) and (8, 8), dropout 0), and the largest
+   gradient difference between the two (the rows copy the same numbers: expected 0).
 
     python benchmarks/bench_memory.py            # full run, several minutes
     python benchmarks/bench_memory.py --quick    # fewer repeats, 1,000-frame stream, smaller clip
-    python benchmarks/bench_memory.py --only 4   # one issue-14 section (4 or 5)
+    python benchmarks/bench_memory.py --only 4   # one section (4, 5: issue 14; 6: issue 15)
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import legacy_memory  # noqa: E402
 from naive_memory import NaiveDualMemory, NaiveVideoMemory  # noqa: E402
 
 from spatialvlm.memory import DualMemory, DualMemoryConfig  # noqa: E402
+from spatialvlm.memory.state import GraphLog  # noqa: E402
 
 DIM, WORKING, EPISODIC = 1152, 8, 32
 
@@ -295,11 +301,54 @@ def bench_training(frames_count: int, tokens: int, repeats: int) -> None:
     print(f"\n(before: {per_frame / 2**20:.1f} MiB saved per frame at N = {tokens})")
 
 
+def _gather_5d(graph: GraphLog) -> tuple[torch.Tensor, torch.Tensor]:
+    """Before (up to 50725e7): every element of the rebuilt keys/values indexed by a 5-D gather."""
+    keys, values = torch.cat(graph.keys, dim=2), torch.cat(graph.values, dim=2)
+    index = graph.source[:, None, :, None, None].expand(-1, keys.shape[1], -1, keys.shape[3], keys.shape[4])
+    return keys.gather(2, index), values.gather(2, index)
+
+
+def bench_log_rebuild(frames_count: int, repeats: int) -> None:
+    batch, tokens, dim = 8, 64, 64
+    print(f"\n## 6. The graph log's rebuild in backward, 5-D gather (before) vs row index_select (after) "
+          f"(B = {batch}, N = {tokens}, D = {dim}, 4 heads, {frames_count} frames, dropout 0, fp32)\n")
+    print(f"| memories | before fwd+bwd CPU s | after fwd+bwd CPU s | after / before | max abs grad difference |")
+    print("|---|---|---|---|---|")
+    rows_gather = GraphLog.gather
+    for working, episodic in ((8, 32), (8, 8)):
+        torch.manual_seed(0)
+        memory = DualMemory(dim, num_heads=4, working_size=working, episodic_size=episodic, dropout=0.0).train()
+        frames = torch.randn(batch, frames_count, tokens, dim, requires_grad=True)
+
+        def step() -> list[torch.Tensor]:
+            out, _ = memory.process(frames)
+            out.square().mean().backward()
+            grads = [frames.grad.clone(), *(p.grad.clone() for p in memory.parameters())]
+            memory.zero_grad(set_to_none=True)
+            frames.grad = None
+            return grads
+
+        seconds: dict[str, list[float]] = {"before": [], "after": []}
+        grads: dict[str, list[torch.Tensor]] = {}
+        try:
+            for _ in range(repeats + 1):  # interleaved; the first round warms up
+                for label, gather in (("before", _gather_5d), ("after", rows_gather)):
+                    GraphLog.gather = gather
+                    start = time.process_time()
+                    grads[label] = step()
+                    seconds[label].append(time.process_time() - start)
+        finally:
+            GraphLog.gather = rows_gather
+        before, after = statistics.median(seconds["before"][1:]), statistics.median(seconds["after"][1:])
+        diff = max(float((a - b).abs().max()) for a, b in zip(grads["before"], grads["after"]))
+        print(f"| ({working}, {episodic}) | {before:.2f} | {after:.2f} | {after / before:.0%} | {diff:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a 1,000-frame stream")
     parser.add_argument("--skip-siglip", action="store_true", help="skip section 2 (needs transformers)")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5), help="run one section")
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6), help="run one section")
     parser.add_argument("--train-frames", type=int, default=32, help="section 5 clip length (32)")
     parser.add_argument("--train-tokens", type=int, default=64,
                         help="section 5 tokens per frame (64; 'before' at 196 holds ~13 GiB, mostly the "
@@ -323,6 +372,8 @@ def main() -> None:
             bench_fill_cost(repeats)
     if run(5):
         bench_training(8 if args.quick else args.train_frames, 64 if args.quick else args.train_tokens, 1 if args.quick else 3)
+    if run(6):
+        bench_log_rebuild(8 if args.quick else 32, 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

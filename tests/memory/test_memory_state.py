@@ -127,3 +127,28 @@ def test_state_size_is_constant_over_5000_frames():
 @torch.no_grad()
 def test_python_heap_is_flat_over_5000_frames():
     _stream(torch.randn(5000, 1, 4, 8), trace_python_memory=True)
+
+
+def test_graph_log_gather_matches_a_per_video_loop_and_routes_gradients_back():
+    # The log's rebuild (row index_select over a flattened view) against the plain definition:
+    # slot l of video b holds log entry source[b, l] of the entries concatenated along dim 2.
+    from spatialvlm.memory.state import GraphLog
+
+    torch.manual_seed(0)
+    batch, heads, tokens, head_dim, slots = 3, 2, 5, 4, 4
+    logged = [torch.randn(batch, heads, s, tokens, head_dim, requires_grad=True) for s in (4, 1, 1, 1)]
+    total = 7
+    source = torch.stack([torch.randperm(total)[:slots] for _ in range(batch)])
+    keys, values = GraphLog(logged, [t * 2 for t in logged], source, total).gather()
+    everything = torch.cat(logged, dim=2)
+    for b in range(batch):
+        for slot in range(slots):
+            assert torch.equal(keys[b, :, slot], everything[b, :, source[b, slot]])
+            assert torch.equal(values[b, :, slot], 2 * everything[b, :, source[b, slot]])
+    weight = torch.randn_like(keys)
+    grads = torch.autograd.grad((keys * weight).sum(), logged)
+    expected = torch.zeros_like(everything)
+    for b in range(batch):
+        for slot in range(slots):
+            expected[b, :, source[b, slot]] += weight[b, :, slot]
+    assert torch.equal(torch.cat(grads, dim=2), expected)
