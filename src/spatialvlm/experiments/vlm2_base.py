@@ -500,14 +500,14 @@ def _tower_from(model: Any, directory: str) -> None:
     from ..models import load_vlm2
 
     source, _ = load_vlm2(directory)
-    theirs, ours = source.model.vision_tower.state_dict(), model.model.vision_tower.state_dict()
-    mismatch = [key for key in ours if key not in theirs or theirs[key].shape != ours[key].shape]
-    if mismatch or len(theirs) != len(ours):
+    try:
+        model.model.vision_tower.load_state_dict(source.model.vision_tower.state_dict())
+    except RuntimeError as error:  # strict loading: missing, unexpected or reshaped weights
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise ValueError(
             f"--stage-a-from {directory}: its vision tower does not match this base's "
-            f"(vision_hidden_size / vision_layers / image_size), e.g. {(mismatch or sorted(set(theirs) - set(ours)))[0]}"
-        )
-    model.model.vision_tower.load_state_dict(theirs)
+            f"(vision_hidden_size / vision_layers / image_size): {first}"
+        ) from None
 
 
 def build_base(config: BaseConfig, command: str = "", stage_a_only: bool = False) -> Path:
