@@ -329,19 +329,21 @@ class DualMemory(nn.Module):
         # One host copy of the mask decides per step whether a mask is needed at all.
         columns = None if frame_mask is None else frame_mask.cpu()
         outputs = []
-        iterator = range(steps)
+        # unbind, not frames[:, t]: the backward of one select per frame would fill a zero tensor of
+        # the whole clip per frame (a quadratic cost, 5 % of a 32-frame training step).
+        iterator = enumerate(frames.unbind(1))
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(iterator, desc="memory", unit="frame")
-        for t in iterator:
+            iterator = tqdm(iterator, total=steps, desc="memory", unit="frame")
+        for t, frame in iterator:
             step_mask = None
             if columns is not None and not bool(columns[:, t].all()):
                 if not bool(columns[:, t].any()):
-                    outputs.append(torch.zeros_like(frames[:, t]))
+                    outputs.append(torch.zeros_like(frame))
                     continue
                 step_mask = frame_mask[:, t]
-            fused, state = self(frames[:, t], state, step_mask)
+            fused, state = self(frame, state, step_mask)
             outputs.append(fused)
         if not outputs:
             return frames.new_zeros(frames.shape), state
