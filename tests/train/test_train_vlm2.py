@@ -65,6 +65,35 @@ def test_per_sample_mode_resets_memory_and_backpropagates_through_every_frame(wo
     assert bool(pixels.grad[:, 0].abs().sum() > 0)
 
 
+def test_a_batch_without_attention_mask_trains_as_the_padding_mask_would(workspace):
+    # The collator leaves the mask out (right padding under a causal LM); the loss and every
+    # gradient must equal those of the same batch with the explicit padding mask.
+    run = build_run(workspace, "no_mask", num_frames="4")
+    trainer, model = run.trainer, run.trainer.model.train()
+    first, second = trainer.train_dataset[0], trainer.train_dataset[1]
+    # The fixture's conversations have one length: five unlabelled tokens more at the end of one.
+    tail = second["input_ids"][-1:].repeat(5)
+    second = {**second, "input_ids": torch.cat([second["input_ids"], tail]),
+              "labels": torch.cat([second["labels"], torch.full_like(tail, -100)])}
+    lengths = torch.tensor([first["input_ids"].numel(), second["input_ids"].numel()])
+    batch = trainer.data_collator([first, second])
+    assert "attention_mask" not in batch and int(lengths[0]) < batch["input_ids"].shape[1]
+    width = batch["input_ids"].shape[1]
+    masked = {**batch, "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long()}
+    results = []
+    for inputs in (batch, masked):
+        torch.manual_seed(0)
+        loss = model(**inputs).loss
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        model.zero_grad(set_to_none=True)
+    (loss_free, grads_free), (loss_masked, grads_masked) = results
+    torch.testing.assert_close(loss_free, loss_masked, rtol=1e-6, atol=1e-6)
+    assert len(grads_free) == len(grads_masked) > 0
+    for free, masked_grad in zip(grads_free, grads_masked):
+        torch.testing.assert_close(free, masked_grad, rtol=1e-5, atol=1e-6)
+
+
 def test_stream_mode_carries_a_detached_memory_across_chunks(workspace):
     run = build_run(workspace, "stream", num_frames="6", memory_mode="stream", stream_chunk_frames="2")
     trainer, model = run.trainer, run.trainer.model.eval()

@@ -194,6 +194,11 @@ class VideoConversationCollator:
     Text is right-padded (``pad_token_id``, labels ``IGNORE_INDEX``); frames are padded to the
     longest video with ``video_frame_mask`` (B, T) marking the real ones; geometry inputs are
     padded as ``VLM2Processor`` pads them (``collate_video_geometry``).
+
+    The batch carries no ``attention_mask``: under the causal LM a real token never sees the pads
+    after it and the pads' outputs carry no loss, so the mask changes nothing the loss depends on,
+    while passing it makes the LM build a (B, 1, L, L) mask and run its masked attention kernel
+    (13 % of a VLM² (8, 32) training step at the ablation's sizes; benchmarks/bench_vlm2_train_step.py).
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -203,7 +208,6 @@ class VideoConversationCollator:
         from ...models.processing import collate_video_geometry
 
         input_ids = pad_sequences([item["input_ids"] for item in items], self.pad_token_id)
-        lengths = torch.tensor([item["input_ids"].numel() for item in items])
         videos = [item["pixel_values_videos"] for item in items]
         frames = torch.tensor([video.shape[0] for video in videos])
         max_frames = int(frames.max())
@@ -213,7 +217,6 @@ class VideoConversationCollator:
         batch = {
             "input_ids": input_ids,
             "labels": pad_sequences([item["labels"] for item in items], IGNORE_INDEX),
-            "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),
             "pixel_values_videos": pixel_values,
             "video_frame_mask": torch.arange(max_frames)[None, :] < frames[:, None],
         }
