@@ -53,3 +53,38 @@ def test_cli_frames_policy_and_num_frames_alias(cli_inputs):
         assert f"sampled: {expected}\n" in run.stderr, run.stderr
     line = one_line_error(spatialvlm(*base, "--frames", "fast", "q"))
     assert "--frames" in line and "'1fps:64'" in line
+
+
+def test_an_encoded_video_answers_every_question_as_a_fresh_encoding_does(fusion_free):
+    # encode_video once, then one language-model run per question: the same answers as encoding
+    # the video again for each question (ask_video on the file), and the tower runs once.
+    from spatialvlm.integrations.vlm2_predictor import VLM2VideoPredictor
+    from spatialvlm.models import ask_video, encode_video, load_vlm2
+
+    video, model_dir = fusion_free
+    model, processor = load_vlm2(model_dir)
+    calls = []
+    model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    questions = ["How many chairs?", "Which is closer, the table or the bed?", "q"]
+    fresh = [ask_video(model, processor, video, q, num_frames=8, max_new_tokens=4) for q in questions]
+    assert len(calls) == len(questions)
+    calls.clear()
+    encoded = encode_video(model, processor, video, num_frames=8)
+    again = [ask_video(model, processor, encoded, q, max_new_tokens=4) for q in questions]
+    assert len(calls) == 1
+    assert [a.text for a in again] == [a.text for a in fresh]
+    assert [a.num_new_tokens for a in again] == [a.num_new_tokens for a in fresh]
+    assert all(a.frame_indices.tolist() == fresh[0].frame_indices.tolist() for a in again)
+    assert len({a.text for a in fresh}) > 1 or fresh[0].num_new_tokens > 0  # the answers are not all empty
+
+    # The benchmark predictor encodes a video once for the questions asked about it in a row.
+    predictor = VLM2VideoPredictor(model_dir, frames="8", max_new_tokens=4)
+    predictor.model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    calls.clear()
+    answers = [predictor.answer(video, q).text for q in questions]
+    assert len(calls) == 1
+    reference, reference_processor = load_vlm2(model_dir)
+    from spatialvlm.data.video import read_video
+
+    clip = read_video(video, sampling=predictor.sampling, allow_fewer=True)
+    assert answers == [ask_video(reference, reference_processor, clip.frames, q, num_frames=None, max_new_tokens=4).text for q in questions]

@@ -440,40 +440,39 @@ def _train_variant(
 class _ScenePredictor:
     """``(item, prompt) -> answer`` with a trained model, through ``ask_video`` (as ``spatialvlm ask``).
 
-    The frames and geometry of a scene are read once and reused by its questions (the model still
-    encodes the video for every question, as the command does).
+    The frames and geometry of a scene are read and encoded once (``encode_video``) and reused by
+    its questions; only the language model runs per question (the same answers as encoding the video
+    for every question, as ``spatialvlm ask`` does: tested).
     """
 
     def __init__(self, model: Any, processor: Any, config: AblationConfig, blind: bool) -> None:
         self.model, self.processor, self.config, self.blind = model, processor, config, blind
-        self.scenes: dict[str, tuple[Any, Any]] = {}
+        self.encoded: dict[str, Any] = {}
 
     def _scene(self, item: Any) -> tuple[Any, Any]:
+        """(frames (T, H, W, 3) uint8, geometry or None) of the item's scene as the model reads it."""
         import numpy as np
 
         from ..data.video import read_video
         from ..models import load_video_geometry
 
-        if item.scene_name not in self.scenes:
-            if self.blind:
-                side = self.config.image_size
-                self.scenes[item.scene_name] = (np.zeros((1, side, side, 3), dtype=np.uint8), None)
-            else:
-                clip = read_video(item.video_path, self.config.num_frames, allow_fewer=True)
-                geometry = None
-                if self.model.config.needs_geometry:
-                    folder = item.video_path.parent / f"{item.scene_name}_geometry"
-                    geometry = load_video_geometry(
-                        folder, clip.indices, coordinate_normalization=self.processor.coordinate_normalization
-                    )
-                self.scenes[item.scene_name] = (clip.frames, geometry)
-        return self.scenes[item.scene_name]
+        if self.blind:
+            side = self.config.image_size
+            return np.zeros((1, side, side, 3), dtype=np.uint8), None
+        clip = read_video(item.video_path, self.config.num_frames, allow_fewer=True)
+        geometry = None
+        if self.model.config.needs_geometry:
+            folder = item.video_path.parent / f"{item.scene_name}_geometry"
+            geometry = load_video_geometry(folder, clip.indices, coordinate_normalization=self.processor.coordinate_normalization)
+        return clip.frames, geometry
 
     def __call__(self, item: Any, prompt: str) -> str:
-        from ..models import ask_video
+        from ..models import ask_video, encode_video
 
-        frames, geometry = self._scene(item)
-        return ask_video(self.model, self.processor, frames, prompt, geometry=geometry, num_frames=None).text
+        if item.scene_name not in self.encoded:  # the video's tokens do not depend on the question
+            frames, geometry = self._scene(item)
+            self.encoded[item.scene_name] = encode_video(self.model, self.processor, frames, geometry=geometry, num_frames=None)
+        return ask_video(self.model, self.processor, self.encoded[item.scene_name], prompt).text
 
 
 def _save_checkpoint(model: Any, processor: Any, directory: Path, metadata: dict[str, Any]) -> None:

@@ -8,7 +8,16 @@ This is the only package that imports transformers' model classes.
 """
 
 from .diffusion import DiffusionConfig, DiffusionOutput, MaskedDiffusionGenerator
-from .inference import VideoAnswer, answer_video_question, ask_video, generate_answer, load_video_geometry, load_vlm2
+from .inference import (
+    EncodedVideo,
+    VideoAnswer,
+    answer_video_question,
+    ask_video,
+    encode_video,
+    generate_answer,
+    load_video_geometry,
+    load_vlm2,
+)
 from .llada import convert_llada_checkpoint
 from .processing import VLM2Processor, collate_video_geometry
 from .lavida_image import LavidaViews, lavida_anyres_tokens, lavida_anyres_views
@@ -54,10 +63,12 @@ __all__ = [
     "VLM2Processor",
     "VLM2StreamingSession",
     "VLM2VideoOutput",
+    "EncodedVideo",
     "VideoAnswer",
     "VideoGeometryInputs",
     "answer_video_question",
     "ask_video",
+    "encode_video",
     "build_tiny_processor",
     "build_tiny_tokenizer",
     "collate_video_geometry",

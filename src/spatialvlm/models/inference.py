@@ -28,7 +28,9 @@ from .processing import VLM2Processor
 from .vlm2 import VLM2ForConditionalGeneration, VLM2VideoOutput
 
 __all__ = [
+    "EncodedVideo",
     "VideoAnswer",
+    "encode_video",
     "load_vlm2",
     "ask_video",
     "answer_video_question",
@@ -246,35 +248,44 @@ def generate_answer(
     return processor.decode(new_tokens, skip_special_tokens=True).strip(), int(new_tokens.shape[0])
 
 
+@dataclass
+class EncodedVideo:
+    """A video read, sampled and encoded once, to be asked any number of questions
+    (``ask_video(model, processor, encoded, question)``): the video tokens do not depend on the
+    question, so each question then costs only the language model.
+
+    Attributes:
+        features: (S, Dt) the language-model tokens of the video (``pack_video_tokens`` layout).
+        frame_indices: (T,) video frame indices the model saw.
+        timing: what ``processor.video_prompt`` needs of the frames' times (empty for raw frames).
+        memory_state: the dual memory after the last frame (None without memory).
+        encode_seconds: time spent reading the video and geometry and encoding them.
+        memory_trace: the memory after every frame when asked for (``record_memory=True``).
+    """
+
+    features: torch.Tensor
+    frame_indices: np.ndarray
+    timing: dict[str, Any] = field(default_factory=dict)
+    memory_state: MemoryState | None = field(default=None, repr=False)
+    encode_seconds: float = 0.0
+    memory_trace: MemoryTrace | None = field(default=None, repr=False)
+
+
 @torch.no_grad()
-def ask_video(
+def encode_video(
     model: VLM2ForConditionalGeneration,
     processor: VLM2Processor,
     video: VideoLike,
-    question: str,
     geometry: str | os.PathLike | GeometrySource | FrameGeometry | None = None,
     num_frames: int | None = 32,
-    max_new_tokens: int = 16,
     allow_fewer_frames: bool = False,
     progress: bool = False,
     record_memory: bool = False,
     frames: FrameSampling | str | None = None,
-) -> VideoAnswer:
-    """Answer one question about one video.
+) -> EncodedVideo:
+    """Read, sample and encode one video (vision tower, fusion, memory, projector, pooling).
 
-    Args:
-        video: a video file (decoded with PyAV) or frames (T, H, W, 3) uint8.
-        question: the question text (the chat template is applied here).
-        geometry: per-frame geometry (see ``load_video_geometry``); required when the model's config
-            has ``use_spatial_fusion=True``.
-        num_frames: frames sampled uniformly (32 as VSI-Bench); None uses every frame.
-        max_new_tokens: answer length limit (greedy decoding).
-        allow_fewer_frames: use all frames of a video shorter than ``num_frames`` instead of raising.
-        progress: tqdm bars for reading, encoding and decoding.
-        record_memory: also return a ``diagnostics.MemoryTrace`` (frames then go through the memory
-            one call at a time, which gives the same tokens).
-        frames: a frame sampling policy (``"32"``, ``"1fps:64"``, ``"all"``, a ``FrameSampling``)
-            used instead of ``num_frames``: the frames ``spatialvlm eval --frames`` picks.
+    Arguments as :func:`ask_video`'s; the result answers any question through ``ask_video``.
     """
     config = model.config
     if record_memory and not config.use_dual_memory:
@@ -288,7 +299,6 @@ def ask_video(
     video_frames, indices, total_frames, timing = _sample_frames(
         video, num_frames if frames is None else frames, allow_fewer_frames
     )
-    prompt = processor.video_prompt(question, **timing)
     frame_geometry = None if geometry is None else load_video_geometry(
         geometry,
         indices,
@@ -296,7 +306,8 @@ def ask_video(
         coordinate_normalization=processor.coordinate_normalization,
         total_frames=total_frames,
     )
-    batch = processor(prompt, videos=video_frames, geometry=frame_geometry)
+    # The prompt's text is not part of the video inputs; any prompt with the timing gives them.
+    batch = processor(processor.video_prompt("", **timing), videos=video_frames, geometry=frame_geometry)
     device, dtype = model.device, model.dtype
     video_inputs = {
         name: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
@@ -307,21 +318,56 @@ def ask_video(
     # Chunks of frames with the memory state carried over give the same tokens as one call (tested);
     # they let a bar show progress, and single frames let the memory be read after each one.
     chunk = 1 if record_memory else (ENCODE_CHUNK_FRAMES if progress else num_sampled)
-    video_features, memory_state, trace = _encode_in_chunks(model, video_inputs, chunk, progress, record_memory)
-    encode_seconds = time.perf_counter() - start
+    features, memory_state, trace = _encode_in_chunks(model, video_inputs, chunk, progress, record_memory)
+    return EncodedVideo(features, indices, timing, memory_state, time.perf_counter() - start, trace)
 
-    start = time.perf_counter()
-    text, num_new = generate_answer(
-        model, processor, prompt, video_features, max_new_tokens, progress
+
+@torch.no_grad()
+def ask_video(
+    model: VLM2ForConditionalGeneration,
+    processor: VLM2Processor,
+    video: VideoLike | EncodedVideo,
+    question: str,
+    geometry: str | os.PathLike | GeometrySource | FrameGeometry | None = None,
+    num_frames: int | None = 32,
+    max_new_tokens: int = 16,
+    allow_fewer_frames: bool = False,
+    progress: bool = False,
+    record_memory: bool = False,
+    frames: FrameSampling | str | None = None,
+) -> VideoAnswer:
+    """Answer one question about one video.
+
+    Args:
+        video: a video file (decoded with PyAV), frames (T, H, W, 3) uint8, or an
+            :class:`EncodedVideo` from :func:`encode_video` (then the reading, sampling and
+            geometry arguments are not used and only the language model runs).
+        question: the question text (the chat template is applied here).
+        geometry: per-frame geometry (see ``load_video_geometry``); required when the model's config
+            has ``use_spatial_fusion=True``.
+        num_frames: frames sampled uniformly (32 as VSI-Bench); None uses every frame.
+        max_new_tokens: answer length limit (greedy decoding).
+        allow_fewer_frames: use all frames of a video shorter than ``num_frames`` instead of raising.
+        progress: tqdm bars for reading, encoding and decoding.
+        record_memory: also return a ``diagnostics.MemoryTrace`` (frames then go through the memory
+            one call at a time, which gives the same tokens).
+        frames: a frame sampling policy (``"32"``, ``"1fps:64"``, ``"all"``, a ``FrameSampling``)
+            used instead of ``num_frames``: the frames ``spatialvlm eval --frames`` picks.
+    """
+    encoded = video if isinstance(video, EncodedVideo) else encode_video(
+        model, processor, video, geometry, num_frames, allow_fewer_frames, progress, record_memory, frames
     )
+    start = time.perf_counter()
+    prompt = processor.video_prompt(question, **encoded.timing)
+    text, num_new = generate_answer(model, processor, prompt, encoded.features, max_new_tokens, progress)
     return VideoAnswer(
         text=text,
-        frame_indices=indices,
-        memory_state=memory_state,
-        encode_seconds=encode_seconds,
+        frame_indices=encoded.frame_indices,
+        memory_state=encoded.memory_state,
+        encode_seconds=encoded.encode_seconds,
         decode_seconds=time.perf_counter() - start,
         num_new_tokens=num_new,
-        memory_trace=trace,
+        memory_trace=encoded.memory_trace,
     )
 
 
