@@ -129,3 +129,22 @@ def test_modal_answer_share_counts_constant_answers_per_type():
     # count: 3 of 4 are the modal "2"; room: 2 of 5 are "30" (whitespace ignored) → mean of 75 % and 40 %.
     assert modal_answer_share(rows) == pytest.approx((75.0 + 40.0) / 2)
     assert modal_answer_share([{"question_type": "a", "prediction": "x"}] * 3) == 100.0
+
+
+def test_runs_side_by_side_give_the_sequential_results(tmp_path):
+    # jobs=2 trains each (variant, seed) in its own spawned process; the scores, losses and
+    # predictions must be those of the one-process loop, and the table must hold every row.
+    settings = dict(
+        train_scenes=2, test_scenes=1, num_frames=4, image_size=56, vision_hidden_size=32, text_hidden_size=64,
+        max_steps=2, batch_size=2, eval_limit=5, seeds=(1,), variants=("chance", "blind", "vision"), progress=False,
+    )
+    sequential = run_ablation(AblationConfig(out_dir=str(tmp_path / "one"), **settings))
+    parallel = run_ablation(AblationConfig(out_dir=str(tmp_path / "two"), jobs=2, **settings))
+    assert [(r.name, r.seed) for r in parallel.results] == [(r.name, r.seed) for r in sequential.results]
+    for one, two in zip(sequential.results, parallel.results):
+        assert one.official == two.official and one.train_loss == two.train_loss and one.held_out_loss == two.held_out_loss
+        if one.name != "chance":
+            for name in ("one", "two"):
+                assert (tmp_path / name / "runs" / one.name / f"seed{one.seed}" / "eval/predictions.jsonl").is_file()
+            assert (tmp_path / "two/runs" / one.name / f"seed{one.seed}" / "log.txt").is_file()
+    assert [row.name for row in parallel.rows] == ["chance", "blind", "vision"]
