@@ -272,10 +272,30 @@ def _clipped_step(loss: Any, optimizer: Any, schedule: Any, parameters: list) ->
     return float(loss.detach())
 
 
+def _train_logged(
+    steps: int, step_loss: Any, update: Any, held_out: Any, curve: dict, held_key: str, description: str,
+    progress: bool, postfix: Any,
+) -> None:
+    """``steps`` updates ``update(step_loss())``; ten times (and at the end) the mean training loss
+    since the last entry and ``held_out()`` are appended to ``curve`` (``step``, ``train_loss``,
+    ``held_key``), and the bar shows them (``postfix(curve)`` adds the stage's own figure)."""
+    from tqdm.auto import tqdm
+
+    running: list[float] = []
+    bar = tqdm(range(steps), desc=description, disable=not progress)
+    for step in bar:
+        running.append(update(step_loss()))
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            curve["step"].append(step + 1)
+            curve["train_loss"].append(float(np.mean(running)))
+            curve[held_key].append(held_out())
+            running = []
+            bar.set_postfix(loss=f"{curve['train_loss'][-1]:.3f}", **postfix(curve))
+
+
 def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
     """Train ``model``'s vision tower (in place) on per-patch labels."""
     import torch
-    from tqdm.auto import tqdm
 
     train = _frames_and_labels(config, "train", config.vision_scenes, config.vision_frames_per_scene)
     held = _frames_and_labels(config, "test", config.held_out_scenes, config.vision_frames_per_scene)
@@ -314,19 +334,17 @@ def _stage_a(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
     log["stage_a"] = curve
     log["stage_a_before"] = held_out()
     tower.train()
-    running = []
-    bar = tqdm(range(config.vision_steps), desc="stage a: vision tower", disable=not config.progress)
-    for step in bar:
+
+    def step_loss():
         batch = torch.randint(len(train_pixels), (config.vision_batch_frames,), generator=generator)
         class_loss, depth_loss, height_loss, _ = losses(train_pixels[batch], *(t[batch] for t in targets))
-        loss = class_loss + 0.5 * depth_loss + 0.5 * height_loss
-        running.append(_clipped_step(loss, optimizer, schedule, parameters))
-        if (step + 1) % max(1, config.vision_steps // 10) == 0 or step + 1 == config.vision_steps:
-            curve["step"].append(step + 1)
-            curve["train_loss"].append(float(np.mean(running)))
-            curve["held_out"].append(held_out())
-            running = []
-            bar.set_postfix(loss=f"{curve['train_loss'][-1]:.3f}", acc=f"{curve['held_out'][-1]['patch_accuracy']:.2f}")
+        return class_loss + 0.5 * depth_loss + 0.5 * height_loss
+
+    _train_logged(
+        config.vision_steps, step_loss, lambda loss: _clipped_step(loss, optimizer, schedule, parameters), held_out,
+        curve, "held_out", "stage a: vision tower", config.progress,
+        lambda curve: {"acc": f"{curve['held_out'][-1]['patch_accuracy']:.2f}"},
+    )
     tower.eval()
 
 
@@ -355,7 +373,6 @@ def _text_loss(model: Any, examples: Sequence[tuple[Any, Any]], pad_token_id: in
 def _stage_text(config: BaseConfig, model: Any, processor: Any, log: dict) -> None:
     """The language stage (in place): a fresh language model on the VSI turns without their video."""
     import torch
-    from tqdm.auto import tqdm
 
     from ..models import VLM2ForConditionalGeneration
 
@@ -390,18 +407,16 @@ def _stage_text(config: BaseConfig, model: Any, processor: Any, log: dict) -> No
                              "train_examples": len(train), "held_out_examples": len(held)}
     log["stage_text"] = curve
     model.train()
-    running: list[float] = []
-    bar = tqdm(range(steps), desc="language stage: VSI questions without video", disable=not config.progress)
-    for step in bar:
+
+    def step_loss():
         batch = [train[i] for i in torch.randint(len(train), (config.lm_batch_size,), generator=generator).tolist()]
-        loss = _text_loss(model, batch, pad)
-        running.append(_clipped_step(loss, optimizer, schedule, parameters))
-        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
-            curve["step"].append(step + 1)
-            curve["train_loss"].append(float(np.mean(running)))
-            curve["held_out_loss"].append(held_out())
-            running = []
-            bar.set_postfix(loss=f"{curve['train_loss'][-1]:.3f}", held_out=f"{curve['held_out_loss'][-1]:.3f}")
+        return _text_loss(model, batch, pad)
+
+    _train_logged(
+        steps, step_loss, lambda loss: _clipped_step(loss, optimizer, schedule, parameters), held_out,
+        curve, "held_out_loss", "language stage: VSI questions without video", config.progress,
+        lambda curve: {"held_out": f"{curve['held_out_loss'][-1]:.3f}"},
+    )
     model.eval()
 
 
