@@ -406,25 +406,10 @@ def _encode_in_chunks(
 def answer_video_question(
     model: VLM2ForConditionalGeneration,
     processor: VLM2Processor,
-    video: VideoLike,
+    video: VideoLike | EncodedVideo,
     question: str,
-    geometry: str | os.PathLike | GeometrySource | FrameGeometry | None = None,
-    num_frames: int | None = 32,
-    max_new_tokens: int = 16,
-    allow_fewer_frames: bool = False,
-    progress: bool = False,
-    frames: FrameSampling | str | None = None,
+    **options: Any,
 ) -> str:
-    """``ask_video(...).text``: the answer string (``frames``: a sampling policy, see ``ask_video``)."""
-    return ask_video(
-        model,
-        processor,
-        video,
-        question,
-        geometry=geometry,
-        num_frames=num_frames,
-        max_new_tokens=max_new_tokens,
-        allow_fewer_frames=allow_fewer_frames,
-        progress=progress,
-        frames=frames,
-    ).text
+    """``ask_video(model, processor, video, question, **options).text``: the answer string
+    (``options``: ``geometry``, ``num_frames``, ``max_new_tokens``, ``frames``, ... as ``ask_video``)."""
+    return ask_video(model, processor, video, question, **options).text
