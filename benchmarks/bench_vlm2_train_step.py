@@ -6,7 +6,7 @@ part trainable (projector, LM, fusion, memory), dropout 0, one batch of 8 clips 
 112 px rendered here by ``spatialvlm synth`` (seed 0). Side by side in one process, interleaved,
 CPU seconds of this process (median of the repeats after one warm-up round):
 
-- the graph log's rebuild: a 5-D ``gather`` (before; written out below) or the row
+- the graph log's rebuild: a 5-D ``gather`` (before; ``bench_memory._gather_5d``) or the row
   ``index_select`` of ``GraphLog.gather`` (after);
 - the text's padding mask: the collator's batch with an explicit ``attention_mask`` (before) or
   without one (after: right padding under a causal LM; the LM then runs its causal kernel).
@@ -39,13 +39,6 @@ FLAGS = dict(
 )
 
 
-def _gather_5d(graph) -> tuple[torch.Tensor, torch.Tensor]:
-    """Before: every element of the rebuilt keys/values indexed by a 5-D gather (up to 50725e7)."""
-    keys, values = torch.cat(graph.keys, dim=2), torch.cat(graph.values, dim=2)
-    index = graph.source[:, None, :, None, None].expand(-1, keys.shape[1], -1, keys.shape[3], keys.shape[4])
-    return keys.gather(2, index), values.gather(2, index)
-
-
 def build(data: Path, frames: int):
     """(model in train mode, one collated batch of 8 clips) for the (8, 32) row."""
     import transformers
@@ -72,6 +65,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 repeat, 8-frame clips")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_memory import _gather_5d  # before: the 5-D gather, written out there
     from threads import configure_threads
 
     from spatialvlm.memory.state import GraphLog

@@ -198,7 +198,8 @@ class VideoConversationCollator:
     The batch carries no ``attention_mask``: under the causal LM a real token never sees the pads
     after it and the pads' outputs carry no loss, so the mask changes nothing the loss depends on,
     while passing it makes the LM build a (B, 1, L, L) mask and run its masked attention kernel
-    (13 % of a VLM² (8, 32) training step at the ablation's sizes; benchmarks/bench_vlm2_train_step.py).
+    (dropping it: 93 % of the CPU time of a VLM² (8, 32) training step at the ablation's sizes;
+    benchmarks/bench_vlm2_train_step.py).
     """
 
     def __init__(self, pad_token_id: int) -> None:
