@@ -380,3 +380,46 @@ def test_ar_reader_logits_are_teacher_forced_each_answer_token_predicted_from_wh
             prefix = vlm(inputs_embeds=embeds[:, :j], attention_mask=attention[:, :j]).logits[:, -1]
             torch.testing.assert_close(logits[:, j - 1], prefix, atol=1e-5, rtol=1e-5)
         assert not scored[:, : answer_start - 1].any()
+
+
+# The second look's command in docs/results.md, with the third look's --budget-head-steps 500: the
+# evidence run that --preset reader names.
+_DOCUMENTED_READER_RUN = (
+    "--quick --train-images 600 --test-images 120 --epochs 2 --learning-rate 1e-3 --pretrain-steps 200 "
+    "--align-steps 300 --answer-words-as-tokens --reader shared --freeze-projector "
+    "--reader-stages 1,1,1,1,1,1,16,64,256,656,1168 --reader-stage-steps 350 --threads 1 "
+    "--rows shirgx,shirgx-no-coord,shirgx-no-merge,shirgx-no-spread,pool,random,bipartite,tome,visionzip,divprune "
+    "--budget-head-steps 500"
+)
+
+
+def test_the_reader_preset_is_the_documented_evidence_command():
+    from spatialvlm.experiments.shirgx_budget import build_config
+
+    documented, _ = build_config(_DOCUMENTED_READER_RUN.split())
+    preset, _ = build_config(["--preset", "reader"])
+    assert preset == documented
+    quick, _ = build_config(["--preset", "reader-quick", "--test-images", "7"])
+    # The cut keeps the recipe and shrinks only sizes, steps and rows; flags still override it.
+    assert quick.reader == "shared" and quick.reader_stages == documented.reader_stages and quick.test_images == 7
+    assert quick.train_images < documented.train_images and set(quick.rows) < set(documented.rows)
+    with pytest.raises(SystemExit):
+        build_config(["--quick", "--preset", "reader"])
+
+
+def test_seeds_side_by_side_give_the_sequential_results(tmp_path):
+    from spatialvlm.experiments.shirgx_budget import _run_seeds_side_by_side, run_budget_experiment
+
+    def tiny(seed: int, where: str):
+        return quick_config(out_dir=str(tmp_path / where / f"seed{seed}"), seed=seed, train_images=2, test_images=2,
+                            pretrain_steps=1, epochs=1, rows=("shirgx", "pool"), eval_budgets=(0, 512),
+                            train_budgets=(512,), show_progress=False)
+
+    parallel = _run_seeds_side_by_side([tiny(0, "jobs"), tiny(1, "jobs")], jobs=2)
+    sequential = [run_budget_experiment(tiny(seed, "one")) for seed in (0, 1)]
+    assert [r.config["seed"] for r in parallel] == [0, 1]  # in the configs' order, whichever ended first
+    for side, alone in zip(parallel, sequential):
+        assert side.predictions == alone.predictions and side.train_losses == alone.train_losses
+        assert side.accuracy == alone.accuracy
+    assert (tmp_path / "jobs" / "seed1" / "log.txt").is_file()
+    assert parallel[0].train_losses != parallel[1].train_losses  # the seeds differ: the check can fail

@@ -62,6 +62,9 @@ _SHIRGX_BUDGET = (
     "save_reader",
     "spearman",
     "quick_config",
+    "reader_config",
+    "reader_quick_config",
+    "PRESETS",
     "seeds_summary_markdown",
 )
 __all__ += list(_SHIRGX_BUDGET)

@@ -62,6 +62,9 @@ __all__ = [
     "fit_budget_head",
     "save_reader",
     "quick_config",
+    "reader_config",
+    "reader_quick_config",
+    "PRESETS",
     "pretrain_vision_tower",
     "spatial_spread",
     "full_resolution_coverage",
@@ -241,6 +244,37 @@ def quick_config(**overrides: Any) -> BudgetExperimentConfig:
     )
     values.update(overrides)
     return BudgetExperimentConfig(**values)
+
+
+# The evidence run of docs/results.md (issue 16's second and third looks): a pretrained frozen tower,
+# a projector aligned onto label-word embeddings, a one-token-first read-out curriculum, one shared
+# reader trained by the diffusion loss over every row's token sets, and the adaptive head fitted alone.
+_READER_RECIPE: dict[str, Any] = dict(
+    rows=tuple(row.name for row in BUDGET_ROWS), train_images=600, test_images=120, epochs=2, learning_rate=1e-3,
+    pretrain_steps=200, align_steps=300, answer_words_as_tokens=True, reader="shared", freeze_projector=True,
+    reader_stages=(1, 1, 1, 1, 1, 1, 16, 64, 256, 656, 1168), reader_stage_steps=350, threads=1,
+    budget_head_steps=500,
+)
+
+
+def reader_config(**overrides: Any) -> BudgetExperimentConfig:
+    """``--preset reader``: the evidence run (every row; with ``--seeds 0,1,2 --jobs 2`` the whole
+    run whose time docs/results.md reports): ``quick_config``'s detail families, frozen pretrained
+    tower and diffusion objective, plus ``_READER_RECIPE``."""
+    return quick_config(**{**_READER_RECIPE, **overrides})
+
+
+def reader_quick_config(**overrides: Any) -> BudgetExperimentConfig:
+    """``--preset reader-quick``: the evidence run's recipe cut to ≤ 15 min for three seeds on 2 CPU
+    cores: SHIRG-X, LaViDa's pooling and DivPrune (the strongest baseline), fewer images and steps."""
+    values: dict[str, Any] = dict(
+        rows=("shirgx", "pool", "divprune"), train_images=200, test_images=45, pretrain_steps=100, align_steps=150,
+        reader_stage_steps=120, budget_head_steps=200,
+    )
+    return reader_config(**{**values, **overrides})
+
+
+PRESETS = {"quick": quick_config, "reader": reader_config, "reader-quick": reader_quick_config}
 
 
 @dataclass
@@ -1653,10 +1687,52 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
     return "\n".join(lines + per_type) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run_one_seed(config: BudgetExperimentConfig) -> BudgetExperimentResult:
+    """One seed of ``_run_seeds_side_by_side``, in a fresh process, its output to ``OUT/seed<S>/log.txt``."""
+    import contextlib
+
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(config.out_dir) / "log.txt", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        return run_budget_experiment(config)
+
+
+def _run_seeds_side_by_side(configs: Sequence[BudgetExperimentConfig], jobs: int) -> list[BudgetExperimentResult]:
+    """Run one experiment per config, ``jobs`` at a time in spawned processes (nothing shared with
+    this one, so each result is the one a sequential run gives); results in the configs' order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")
+    quiet = [dataclasses.replace(config, show_progress=False) for config in configs]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_run_one_seed, config) for config in quiet]
+        for _ in tqdm(as_completed(futures), total=len(futures), desc=f"seeds ({jobs} jobs)", unit="seed",
+                      disable=not configs[0].show_progress):
+            pass
+        results, failed = [], []
+        for config, future in zip(quiet, futures):
+            if future.exception() is not None:
+                failed.append(config)
+            else:
+                results.append(future.result())
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise RuntimeError(f"seed {failed[0].seed} failed{more}: see {Path(failed[0].out_dir) / 'log.txt'}")
+    return results
+
+
+def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentConfig, argparse.Namespace]:
+    """The command line's config (a preset, if named, with the flags over it) and the parsed flags."""
     parser = argparse.ArgumentParser(description="SHIRG-X accuracy vs token budget, beside the baselines (tiny, CPU).")
     parser.add_argument("--quick", action="store_true",
-                        help="the ≤ 15 min run: detail families, pretrained frozen tower, diffusion, 3 rows (quick_config)")
+                        help="--preset quick: the first look's short run (detail families, pretrained frozen tower, diffusion, 2 rows)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="start from a documented recipe (flags below override it): quick (quick_config), reader "
+                             "(the evidence run, reader_config), reader-quick (its ≤ 15 min cut, reader_quick_config)")
+    parser.add_argument("--jobs", type=int, default=1, help="with --seeds: run this many seeds side by side, one process each")
     parser.add_argument("--out", default=None)
     parser.add_argument("--rows", default=None, help="comma list of rows")
     parser.add_argument("--families", default=None, help="comma list of image families (data.synthetic_images.ALL_FAMILIES)")
@@ -1700,13 +1776,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reader_stages": tuple(int(v) for v in args.reader_stages.split(",")) if args.reader_stages else None,
         "reader_stage_steps": args.reader_stage_steps, "budget_head_steps": args.budget_head_steps,
     }.items() if value is not None}
-    config = quick_config(**overrides) if args.quick else BudgetExperimentConfig(**overrides)
+    if args.quick and args.preset not in (None, "quick"):
+        parser.error(f"--quick is --preset quick; it cannot be combined with --preset {args.preset}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be ≥ 1; got {args.jobs}")
+    preset = "quick" if args.quick else args.preset
+    return (PRESETS[preset](**overrides) if preset else BudgetExperimentConfig(**overrides)), args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config, args = build_config(argv)
     if args.seeds:
-        results = []
-        for seed in (int(value) for value in args.seeds.split(",")):
-            seeded = dataclasses.replace(config, seed=seed, out_dir=str(Path(config.out_dir) / f"seed{seed}"))
-            results.append(run_budget_experiment(seeded))
-            print(budget_results_markdown(results[-1]))
+        started = time.perf_counter()
+        seeded = [dataclasses.replace(config, seed=seed, out_dir=str(Path(config.out_dir) / f"seed{seed}"))
+                  for seed in (int(value) for value in args.seeds.split(","))]
+        if args.jobs > 1:
+            results = _run_seeds_side_by_side(seeded, args.jobs)
+        else:
+            results = [run_budget_experiment(one) for one in seeded]
+        for one in results:
+            print(budget_results_markdown(one))
+        print(f"{len(results)} seed(s) in {(time.perf_counter() - started) / 60:.1f} min wall ({args.jobs} job(s))")
         summary = seeds_summary_markdown(results)
         (Path(config.out_dir) / "seeds.md").write_text(summary)
         print(summary)
