@@ -265,11 +265,13 @@ def reader_config(**overrides: Any) -> BudgetExperimentConfig:
 
 
 def reader_quick_config(**overrides: Any) -> BudgetExperimentConfig:
-    """``--preset reader-quick``: the evidence run's recipe cut to ≤ 15 min for three seeds on 2 CPU
-    cores: SHIRG-X, LaViDa's pooling and DivPrune (the strongest baseline), fewer images and steps."""
+    """``--preset reader-quick``: the evidence run's recipe cut for two seeds side by side on 2 CPU
+    cores in ≤ 15 min: SHIRG-X, LaViDa's pooling and DivPrune (the strongest baseline), a third of the
+    images, half the tower's pretraining. The alignment and the read-out curriculum keep their steps:
+    cut to 150 and 120 per stage, the read-out never formed (0–4 % on every row, 3 seeds)."""
     values: dict[str, Any] = dict(
-        rows=("shirgx", "pool", "divprune"), train_images=200, test_images=45, pretrain_steps=100, align_steps=150,
-        reader_stage_steps=120, budget_head_steps=200,
+        rows=("shirgx", "pool", "divprune"), train_images=200, test_images=45, pretrain_steps=100,
+        budget_head_steps=200,
     )
     return reader_config(**{**values, **overrides})
 
