@@ -1794,10 +1794,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                   for seed in (int(value) for value in args.seeds.split(","))]
         if args.jobs > 1:
             results = _run_seeds_side_by_side(seeded, args.jobs)
+            for one in results:
+                print(budget_results_markdown(one))
         else:
-            results = [run_budget_experiment(one) for one in seeded]
-        for one in results:
-            print(budget_results_markdown(one))
+            results = []
+            for one in seeded:  # each seed's table as soon as it is done, as before --jobs
+                results.append(run_budget_experiment(one))
+                print(budget_results_markdown(results[-1]))
         print(f"{len(results)} seed(s) in {(time.perf_counter() - started) / 60:.1f} min wall ({args.jobs} job(s))")
         summary = seeds_summary_markdown(results)
         (Path(config.out_dir) / "seeds.md").write_text(summary)
