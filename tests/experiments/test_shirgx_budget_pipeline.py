@@ -400,9 +400,11 @@ def test_the_reader_preset_is_the_documented_evidence_command():
     preset, _ = build_config(["--preset", "reader"])
     assert preset == documented
     quick, _ = build_config(["--preset", "reader-quick", "--test-images", "7"])
-    # The cut keeps the recipe and shrinks only sizes, steps and rows; flags still override it.
-    assert quick.reader == "shared" and quick.reader_stages == documented.reader_stages and quick.test_images == 7
-    assert quick.train_images < documented.train_images and set(quick.rows) < set(documented.rows)
+    # The cut trains as the evidence run does and evaluates less; flags still override it.
+    training = ("train_images", "pretrain_steps", "align_steps", "reader", "reader_stages", "reader_stage_steps",
+                "epochs", "budget_head_steps")
+    assert all(getattr(quick, key) == getattr(documented, key) for key in training) and quick.test_images == 7
+    assert set(quick.rows) < set(documented.rows) and set(quick.eval_budgets) < set(documented.eval_budgets)
     with pytest.raises(SystemExit):
         build_config(["--quick", "--preset", "reader"])
 
