@@ -254,6 +254,98 @@ def test_reader_curriculum_learns_to_read_the_answer_patch(tmp_path, objective):
     assert all(torch.equal(frozen[name], after[name]) for name in frozen)  # only the LM body and head trained
 
 
+def test_answer_padded_labels_pad_tokens_up_to_the_decoders_length():
+    from spatialvlm.experiments.shirgx_budget import _answer_padded
+
+    item = {"input_ids": torch.tensor([7, 7, 3, 9, 6]), "labels": torch.tensor([-100, -100, 3, 9, 6]), "other": 1}
+    padded = _answer_padded(item, 5, pad_token_id=0)
+    assert padded["input_ids"].tolist() == [7, 7, 3, 9, 6, 0, 0] and padded["labels"].tolist() == [-100, -100, 3, 9, 6, 0, 0]
+    assert padded["other"] == 1 and item["input_ids"].numel() == 5  # a copy; the item is untouched
+    assert _answer_padded(item, 3, pad_token_id=0) is item  # already that long
+
+
+def test_answer_end_pass_learns_the_padded_answers_end_and_keeps_the_content_read(tmp_path):
+    """The decoder's first step sees ``max_new_tokens`` masks. The content-only curriculum reads the
+    content but was never asked for the end positions; the end pass scores them (end token, newline,
+    padding): their cross-entropy falls well below what the content pass left; the content stays read."""
+    from spatialvlm.data.synthetic_images import region_patch_mask
+    from spatialvlm.experiments.shirgx_budget import (
+        _answer_logits, _answer_padded, _content_positions, _Experiment, pretrain_reader,
+    )
+    from spatialvlm.models.shirgx_vlm import ShirgXImagePath, load_shirgx_base
+    from spatialvlm.train.conversation import IGNORE_INDEX
+
+    config = quick_config(out_dir=str(tmp_path), train_images=4, test_images=1, families=("dense_marks",),
+                          pretrain_steps=0, answer_words_as_tokens=True, freeze_projector=True, show_progress=False,
+                          batch_size=4, max_new_tokens=4)
+    experiment = _Experiment(config)
+    vlm = load_shirgx_base(experiment.base_dir)
+    vlm.get_input_embeddings().requires_grad_(False)
+    train = (experiment.train_items, experiment.train_records)
+    tokenizer, path, layer = experiment.tokenizer, ShirgXImagePath(vlm), vlm.config.vision_feature_layer
+
+    def end_loss() -> float:
+        losses = []
+        for item, record in zip(*train):
+            item = _answer_padded(item, 4, tokenizer.pad_token_id)
+            with torch.no_grad():
+                hidden = vlm.model.vision_tower(item["pixel_values"][None], output_hidden_states=True,
+                                                interpolate_pos_encoding=True).hidden_states[layer]
+                region = torch.from_numpy(np.flatnonzero(region_patch_mask(record["regions"]).flatten()))
+                inputs = path.build_inputs(item["input_ids"][None], vlm.model.multi_modal_projector(hidden)[:, region],
+                                           labels=item["labels"][None])
+                labels = inputs.pop("labels")
+                content = _content_positions(labels, tokenizer.eos_token_id)
+                logits, labels, content = _answer_logits(vlm, inputs, labels, content, tokenizer.mask_token_id)
+            end = (labels != IGNORE_INDEX) & ~content
+            assert int(end.sum()) == 3 and labels[end].tolist() == [tokenizer.eos_token_id, labels[end][1], tokenizer.pad_token_id]
+            losses.append(float(torch.nn.functional.cross_entropy(logits[end], labels[end])))
+        return sum(losses) / len(losses)
+
+    stats = pretrain_reader(vlm, train, train, experiment.tokenizer, config, stages=(1, 4), steps=60, learning_rate=1e-2)
+    assert stats["test_accuracy"][-1] == 100.0
+    end_before = end_loss()
+    stats = pretrain_reader(vlm, train, train, experiment.tokenizer, config, stages=(4,), steps=100,
+                            learning_rate=1e-2, score_end=True)
+    end_after = end_loss()
+    # The pass's own held-out measure (content at 4 tokens, in the padded layout) stays exact.
+    assert stats["stages"] == [4] and stats["test_accuracy"][-1] == 100.0
+    assert end_after < 0.5 * end_before, (end_before, end_after)
+
+
+def test_a_base_is_reused_across_after_base_settings_and_records_without_new_settings(tmp_path, monkeypatch):
+    import spatialvlm.experiments.shirgx_budget as budget
+
+    config = quick_config(out_dir=str(tmp_path), train_images=2, test_images=1, pretrain_steps=1,
+                          answer_words_as_tokens=True, reader="shared", epochs=1, rows=("shirgx",),
+                          eval_budgets=(512,), train_budgets=(512, 768), show_progress=False)
+    budget.run_budget_experiment(config)
+    record = tmp_path / "base" / "pretrain.json"
+    stored = json.loads(record.read_text())
+    for key in ("reader_end_stages", "reader_end_steps", "reader_end_learning_rate"):
+        del stored["config"][key]  # a base written before these settings existed
+    record.write_text(json.dumps(stored))
+    monkeypatch.setattr(budget, "pretrain_vision_tower", lambda *args: pytest.fail("the tower was retrained"))
+    # A mixture rate and an answer-end pass differ from the base's run: the base is reused, the reader is not.
+    changed = dataclasses.replace(config, out_dir=str(tmp_path), learning_rate=1e-4, reader_end_stages=(1,),
+                                  reader_end_steps=2)
+    (tmp_path / "reader" / "reader_training.json").unlink()
+    result = budget.run_budget_experiment(changed)
+    assert result.pretrain["reader_end"]["stages"] == [1] and len(result.pretrain["reader_end"]["losses"][0]) == 1
+    # Resumed, the reader's record still reports its answer-end pass.
+    monkeypatch.setattr(budget, "_train_shared", lambda *args: pytest.fail("the shared reader was retrained"))
+    assert budget.run_budget_experiment(changed).pretrain["reader_end"] == result.pretrain["reader_end"]
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        budget.run_budget_experiment(dataclasses.replace(changed, pretrain_steps=2))
+
+
+def test_answer_end_pass_needs_the_shared_reader(tmp_path):
+    from spatialvlm.experiments.shirgx_budget import run_budget_experiment
+
+    with pytest.raises(ValueError, match="reader='shared'"):
+        run_budget_experiment(quick_config(out_dir=str(tmp_path), reader_end_stages=(1,), show_progress=False))
+
+
 def test_shared_reader_run_saves_a_reader_that_spatialvlm_ask_loads(tmp_path):
     from PIL import Image
 
@@ -382,14 +474,14 @@ def test_ar_reader_logits_are_teacher_forced_each_answer_token_predicted_from_wh
         assert not scored[:, : answer_start - 1].any()
 
 
-# The second look's command in docs/results.md, with the third look's --budget-head-steps 500: the
-# evidence run that --preset reader names.
+# The second look's command in docs/results.md, with the third look's --budget-head-steps 500 and the
+# sixth look's answer-end pass: the evidence run that --preset reader names.
 _DOCUMENTED_READER_RUN = (
     "--quick --train-images 600 --test-images 120 --epochs 2 --learning-rate 1e-3 --pretrain-steps 200 "
     "--align-steps 300 --answer-words-as-tokens --reader shared --freeze-projector "
     "--reader-stages 1,1,1,1,1,1,16,64,256,656,1168 --reader-stage-steps 350 --threads 1 "
     "--rows shirgx,shirgx-no-coord,shirgx-no-merge,shirgx-no-spread,pool,random,bipartite,tome,visionzip,divprune "
-    "--budget-head-steps 500"
+    "--budget-head-steps 500 --reader-end-stages 256,656,1168 --reader-end-steps 150 --reader-end-learning-rate 1e-3"
 )
 
 
@@ -405,6 +497,8 @@ def test_the_reader_preset_is_the_documented_evidence_command():
     differ = {f.name for f in dataclasses.fields(quick) if getattr(quick, f.name) != getattr(documented, f.name)}
     assert differ <= {"rows", "test_images", "eval_budgets", "threads"} and quick.test_images == 7
     assert set(quick.rows) < set(documented.rows) and set(quick.eval_budgets) < set(documented.eval_budgets)
+    none, _ = build_config(["--preset", "reader", "--reader-end-stages", ""])
+    assert none.reader_end_stages == () and preset.reader_end_stages == (256, 656, 1168)
     with pytest.raises(SystemExit):
         build_config(["--quick", "--preset", "reader"])
 

@@ -163,6 +163,11 @@ class BudgetExperimentConfig:
             image-token counts n, one stage each: the answer-region patches plus n − |region| random
             others; () = off.
         reader_stage_steps, reader_learning_rate: optimiser steps per stage and their AdamW rate.
+        reader_end_stages: the answer-end pass (shared reader only): after the base and before the
+            mixture, the curriculum again at these image-token counts, each answer padded to
+            ``max_new_tokens`` positions (the layout the masked-diffusion decoder fills) and its end
+            (end token, newline, padding) scored beside the content; () = off.
+        reader_end_steps, reader_end_learning_rate: that pass's steps per stage and AdamW rate.
         budget_head_steps: after the SHIRG-X training (shared reader or the "shirgx" row), fit the
             adaptive budget head alone on every training question's target (``budget_head_targets``:
             the smallest K whose whole-answer-masked loss is within ``budget_target_margin`` of the
@@ -211,6 +216,9 @@ class BudgetExperimentConfig:
     reader_stages: tuple[int, ...] = ()
     reader_stage_steps: int = 300
     reader_learning_rate: float = 3e-3
+    reader_end_stages: tuple[int, ...] = ()
+    reader_end_steps: int = 150
+    reader_end_learning_rate: float = 1e-3
     budget_head_steps: int = 0
     budget_head_learning_rate: float = 1e-2
 
@@ -222,10 +230,24 @@ _RESUMABLE_KEYS = frozenset({
 })
 
 
-def _check_resumable(stored: dict[str, Any], config: BudgetExperimentConfig, what: Path) -> None:
-    """Raise when ``what`` was made with settings (``stored``) that ``config`` changes."""
+# Settings used only after the base is saved (the mixture and the rows, the answer-end pass): a base
+# is reused across them.
+_AFTER_BASE_KEYS = frozenset({
+    "learning_rate", "epochs", "weight_decay", "reader_rows", "reader_end_stages", "reader_end_steps",
+    "reader_end_learning_rate",
+})
+
+
+def _check_resumable(stored: dict[str, Any], config: BudgetExperimentConfig, what: Path,
+                     ignored: frozenset[str] = frozenset()) -> None:
+    """Raise when ``what`` was made with settings (``stored``) that ``config`` changes (``ignored``
+    and ``_RESUMABLE_KEYS`` may differ)."""
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as stored
-    changed = sorted(key for key in current if key not in _RESUMABLE_KEYS and stored.get(key) != current[key])
+    # A setting added after ``stored`` was written made it with that setting's default.
+    defaults = json.loads(json.dumps(dataclasses.asdict(BudgetExperimentConfig())))
+    stored = {**defaults, **stored}
+    changed = sorted(key for key in current
+                     if key not in _RESUMABLE_KEYS | ignored and stored.get(key) != current[key])
     if changed:
         key = changed[0]
         raise ValueError(f"{what} was made with {key}={stored.get(key)!r}, this run has {current[key]!r} "
@@ -253,6 +275,7 @@ _READER_RECIPE: dict[str, Any] = dict(
     rows=tuple(row.name for row in BUDGET_ROWS), train_images=600, test_images=120, epochs=2, learning_rate=1e-3,
     pretrain_steps=200, align_steps=300, answer_words_as_tokens=True, reader="shared", freeze_projector=True,
     reader_stages=(1, 1, 1, 1, 1, 1, 16, 64, 256, 656, 1168), reader_stage_steps=350, threads=1,
+    reader_end_stages=(256, 656, 1168), reader_end_steps=150, reader_end_learning_rate=1e-3,
     budget_head_steps=500,
 )
 
@@ -606,6 +629,20 @@ def _content_positions(labels, eos_token_id: int):
     return answer & ((labels == eos_token_id) & answer).long().cumsum(1).eq(0)
 
 
+def _answer_padded(item: dict[str, Any], length: int, pad_token_id: int) -> dict[str, Any]:
+    """``item`` with its answer padded to ``length`` tokens by the pad token, labelled (LLaDA's SFT
+    pads the answer so; the masked-diffusion decoder fills ``length`` positions). The answer is last."""
+    import torch
+
+    from ..train.conversation import IGNORE_INDEX
+
+    extra = length - int((item["labels"] != IGNORE_INDEX).sum())
+    if extra <= 0:
+        return item
+    pads = torch.full((extra,), pad_token_id, dtype=item["input_ids"].dtype)
+    return {**item, "input_ids": torch.cat([item["input_ids"], pads]), "labels": torch.cat([item["labels"], pads])}
+
+
 def _answer_logits(vlm, inputs: dict[str, Any], labels, content, mask_id: int | None):
     """The read-out curriculum's forward: ``(logits, targets, content)``, each aligned so that
     ``logits[b, t]`` predicts ``targets[b, t]`` and ``content[b, t]`` says whether to score it.
@@ -636,7 +673,10 @@ def _answer_logits(vlm, inputs: dict[str, Any], labels, content, mask_id: int | 
     return logits, labels, content
 
 
-def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig) -> dict[str, Any]:
+def pretrain_reader(
+    vlm, train, test, tokenizer, config: BudgetExperimentConfig, stages: Sequence[int] | None = None,
+    steps: int | None = None, learning_rate: float | None = None, score_end: bool = False,
+) -> dict[str, Any]:
     """Form the language model's read-out with a curriculum over the number of image tokens.
 
     At stage n (``config.reader_stages``) every question's image reaches the language model as n
@@ -659,6 +699,10 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
         train, test: ``(items, records)``: ``ImageQADataset`` items and the split's raw rows.
         tokenizer: for the end token.
         config: ``reader_stages``, ``reader_stage_steps``, ``reader_learning_rate``, ``batch_size``, ``seed``.
+        stages, steps, learning_rate: override those three (the answer-end pass).
+        score_end: pad each answer to ``config.max_new_tokens`` positions with the pad token and add
+            the cross-entropy of its end (end token, newline, padding; their own mean) to the
+            content's: what the masked-diffusion decoder must fill besides the content.
 
     Returns:
         ``{"stages", "losses": per stage, mean loss per 50 steps, "test_accuracy": per stage, percent
@@ -670,6 +714,7 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
 
     from ..data.synthetic_images import region_patch_mask
     from ..models.shirgx_vlm import ShirgXImagePath
+    from ..train.conversation import IGNORE_INDEX
     from ..train.tasks.shirgx import ImageQACollator
 
     tower, projector = vlm.model.vision_tower, vlm.model.multi_modal_projector
@@ -690,14 +735,17 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
             regions.append(np.flatnonzero(region_patch_mask(record["regions"]).flatten()))
         return torch.cat(tokens), regions
 
-    def batch_inputs(items, tokens, regions, chosen, count, rng):
+    def batch_inputs(items, tokens, regions, chosen, count, rng, score_end=False):
         width = max(count, *(len(regions[i]) for i in chosen))
         picked = []
         for i in chosen:
             others = np.setdiff1d(np.arange(tokens.shape[1]), regions[i])
             keep = np.sort(np.concatenate([regions[i], rng.choice(others, size=width - len(regions[i]), replace=False)]))
             picked.append(tokens[i, torch.from_numpy(keep)])
-        batch = collate([items[i] for i in chosen])
+        chosen_items = [items[i] for i in chosen]
+        if score_end:
+            chosen_items = [_answer_padded(item, config.max_new_tokens, tokenizer.pad_token_id) for item in chosen_items]
+        batch = collate(chosen_items)
         inputs = path.build_inputs(batch["input_ids"], torch.stack(picked), batch["attention_mask"], batch["labels"])
         labels = inputs.pop("labels")
         return _answer_logits(vlm, inputs, labels, _content_positions(labels, tokenizer.eos_token_id), mask_id)
@@ -711,19 +759,27 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
         vlm.get_input_embeddings().requires_grad_(False)
         trainable = [p for p in trainable if p.requires_grad]
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(trainable, lr=config.reader_learning_rate)
-    total = config.reader_stage_steps * len(config.reader_stages)
+    stages = tuple(config.reader_stages if stages is None else stages)
+    steps = config.reader_stage_steps if steps is None else steps
+    optimizer = torch.optim.AdamW(trainable, lr=config.reader_learning_rate if learning_rate is None else learning_rate)
+    total = steps * len(stages)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / max(total, 1)))
     rng = np.random.default_rng((config.seed, 3))
-    history: dict[str, Any] = {"stages": list(config.reader_stages), "losses": [], "test_accuracy": []}
-    bar = tqdm(total=total, desc="pretrain reader", unit="step", disable=not config.show_progress, leave=False)
-    for count in config.reader_stages:
+    history: dict[str, Any] = {"stages": list(stages), "losses": [], "test_accuracy": []}
+    bar = tqdm(total=total, desc="answer end" if score_end else "pretrain reader", unit="step",
+               disable=not config.show_progress, leave=False)
+    for count in stages:
         vlm.train()
         losses = []
-        for _ in range(config.reader_stage_steps):
+        for _ in range(steps):
             chosen = rng.choice(len(train_items), size=min(config.batch_size, len(train_items)), replace=False)
-            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng)
+            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng, score_end)
             loss = torch.nn.functional.cross_entropy(logits[content].float(), labels[content])
+            if score_end:
+                # The answer's end as the decoder fills it (end token, newline, padding): its own mean,
+                # so the one content token keeps its weight beside the easy end positions.
+                end = (labels != IGNORE_INDEX) & ~content
+                loss = loss + torch.nn.functional.cross_entropy(logits[end].float(), labels[end])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # not clipped: from ~6 nats at the start, clipping at 1 slows the read-out's forming
             optimizer.step()
@@ -738,7 +794,8 @@ def pretrain_reader(vlm, train, test, tokenizer, config: BudgetExperimentConfig)
         with torch.no_grad():
             for start in range(0, len(test_items), 16):
                 chosen = np.arange(start, min(start + 16, len(test_items)))
-                logits, labels, content = batch_inputs(test_items, test_tokens, test_regions, chosen, count, test_rng)
+                logits, labels, content = batch_inputs(test_items, test_tokens, test_regions, chosen, count, test_rng,
+                                                       score_end)
                 wrong = (logits.argmax(-1) != labels) & content
                 right += int((~wrong.any(1)).sum())
         history["test_accuracy"].append(100 * right / len(test_items))
@@ -917,7 +974,7 @@ class _Experiment:
         record = self.base_dir / "pretrain.json"
         if record.is_file() and (self.base_dir / "config.json").is_file():
             stored = json.loads(record.read_text())
-            _check_resumable(stored["config"], self.config, self.base_dir)
+            _check_resumable(stored["config"], self.config, self.base_dir, _AFTER_BASE_KEYS)
             self.pretrain = stored["pretrain"]
             return
         torch.manual_seed(self.config.seed)
@@ -1401,6 +1458,8 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
             tome_schedule(2304, budget + 144, config.vision_layers)
     if config.reader not in ("per-row", "shared"):
         raise ValueError(f"reader must be 'per-row' or 'shared'; got {config.reader!r}")
+    if config.reader_end_stages and config.reader != "shared":
+        raise ValueError("reader_end_stages runs before the shared reader's mixture: it needs reader='shared'")
     if any(b != 0 and b != 2304 and b not in config.train_budgets for b in config.eval_budgets):
         raise ValueError(f"eval_budgets {config.eval_budgets} must be 0, 2304 or one of train_budgets {config.train_budgets}")
     threads = torch.get_num_threads()
@@ -1419,15 +1478,24 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
                 _check_resumable(stored["config"], config, reader_dir)
                 _load_reader(shared, reader_dir)
                 result.train_losses["shared"], result.seconds["shared"] = stored["losses"], stored["seconds"]
+                result.pretrain.update(stored.get("pretrain", {}))
             else:
                 started = time.perf_counter()
+                if config.reader_end_stages:
+                    result.pretrain["reader_end"] = pretrain_reader(
+                        shared.model, (experiment.train_items, experiment.train_records),
+                        (experiment.test_items, experiment.test_records), experiment.tokenizer, config,
+                        stages=config.reader_end_stages, steps=config.reader_end_steps,
+                        learning_rate=config.reader_end_learning_rate, score_end=True,
+                    )
                 result.train_losses["shared"] = _train_shared(experiment, shared)
                 result.seconds["shared"] = {"train": time.perf_counter() - started, "eval": 0.0}
             if config.budget_head_steps:
                 result.pretrain["budget_head"] = _fit_budget_head(experiment, shared)
             save_reader(experiment, shared, reader_dir)
+            end_pass = {"reader_end": result.pretrain["reader_end"]} if "reader_end" in result.pretrain else {}
             record.write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result.train_losses["shared"],
-                                          "seconds": result.seconds["shared"]}))
+                                          "seconds": result.seconds["shared"], "pretrain": end_pass}))
         for row in tqdm(rows, desc="rows", unit="row", disable=not config.show_progress):
             started = time.perf_counter()
             if shared is not None:
@@ -1761,6 +1829,10 @@ def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentCon
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--reader-stages", default=None, help="comma list of image-token counts: the read-out curriculum")
     parser.add_argument("--reader-stage-steps", type=int, default=None)
+    parser.add_argument("--reader-end-stages", default=None,
+                        help="comma list of image-token counts: the shared reader's answer-end pass ('' for none)")
+    parser.add_argument("--reader-end-steps", type=int, default=None)
+    parser.add_argument("--reader-end-learning-rate", type=float, default=None)
     parser.add_argument("--budget-head-steps", type=int, default=None,
                         help="fit the adaptive budget head alone on the reader's per-question targets after training")
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
@@ -1779,6 +1851,9 @@ def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentCon
         "batch_size": args.batch_size,
         "reader_stages": tuple(int(v) for v in args.reader_stages.split(",")) if args.reader_stages else None,
         "reader_stage_steps": args.reader_stage_steps, "budget_head_steps": args.budget_head_steps,
+        "reader_end_stages": (tuple(int(v) for v in args.reader_end_stages.split(",") if v)
+                              if args.reader_end_stages is not None else None),
+        "reader_end_steps": args.reader_end_steps, "reader_end_learning_rate": args.reader_end_learning_rate,
     }.items() if value is not None}
     if args.quick and args.preset not in (None, "quick"):
         parser.error(f"--quick is --preset quick; it cannot be combined with --preset {args.preset}")
