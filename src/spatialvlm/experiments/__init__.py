@@ -19,7 +19,10 @@ SHIRG-X accuracy against token budget, beside the baseline selectors:
 
     python -m spatialvlm.experiments.shirgx_budget --out shirgx_budget_out --figures docs/figures
 
-``run_budget_experiment(BudgetExperimentConfig(...))`` is its Python entry point.
+``run_budget_experiment(BudgetExperimentConfig(...))`` is its Python entry point. Where a finished
+run's read-out is lost (base against shared reader, one step against the decoder):
+
+    python -m spatialvlm.experiments.shirgx_probe --run shirgx_budget_out
 """
 
 from __future__ import annotations
@@ -67,13 +70,16 @@ _SHIRGX_BUDGET = (
     "PRESETS",
     "seeds_summary_markdown",
 )
-__all__ += list(_SHIRGX_BUDGET)
+_SHIRGX_PROBE = ("probe_read_out", "probe_markdown")
+__all__ += list(_SHIRGX_BUDGET) + list(_SHIRGX_PROBE)
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `python -m spatialvlm.experiments.vlm2_ablation` does not import the module twice.
     if name in _SHIRGX_BUDGET:
         return getattr(importlib.import_module(".shirgx_budget", __name__), name)
+    if name in _SHIRGX_PROBE:
+        return getattr(importlib.import_module(".shirgx_probe", __name__), name)
     if name in ("BaseConfig", "build_base"):
         return getattr(importlib.import_module(".vlm2_base", __name__), name)
     if name in __all__:
