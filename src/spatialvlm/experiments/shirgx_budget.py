@@ -735,7 +735,7 @@ def pretrain_reader(
             regions.append(np.flatnonzero(region_patch_mask(record["regions"]).flatten()))
         return torch.cat(tokens), regions
 
-    def batch_inputs(items, tokens, regions, chosen, count, rng, score_end=False):
+    def batch_inputs(items, tokens, regions, chosen, count, rng):
         width = max(count, *(len(regions[i]) for i in chosen))
         picked = []
         for i in chosen:
@@ -773,7 +773,7 @@ def pretrain_reader(
         losses = []
         for _ in range(steps):
             chosen = rng.choice(len(train_items), size=min(config.batch_size, len(train_items)), replace=False)
-            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng, score_end)
+            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng)
             loss = torch.nn.functional.cross_entropy(logits[content].float(), labels[content])
             if score_end:
                 # The answer's end as the decoder fills it (end token, newline, padding): its own mean,
@@ -794,8 +794,7 @@ def pretrain_reader(
         with torch.no_grad():
             for start in range(0, len(test_items), 16):
                 chosen = np.arange(start, min(start + 16, len(test_items)))
-                logits, labels, content = batch_inputs(test_items, test_tokens, test_regions, chosen, count, test_rng,
-                                                       score_end)
+                logits, labels, content = batch_inputs(test_items, test_tokens, test_regions, chosen, count, test_rng)
                 wrong = (logits.argmax(-1) != labels) & content
                 right += int((~wrong.any(1)).sum())
         history["test_accuracy"].append(100 * right / len(test_items))
