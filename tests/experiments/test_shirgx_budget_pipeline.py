@@ -519,3 +519,60 @@ def test_seeds_side_by_side_give_the_sequential_results(tmp_path):
         assert side.accuracy == alone.accuracy
     assert (tmp_path / "jobs" / "seed1" / "log.txt").is_file()
     assert parallel[0].train_losses != parallel[1].train_losses  # the seeds differ: the check can fail
+
+
+def test_paired_gap_ci_is_the_mean_difference_with_a_question_paired_bootstrap():
+    from spatialvlm.experiments.shirgx_budget import paired_gap_ci
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 2, 400).astype(float), rng.integers(0, 2, 400).astype(float)
+    gap, low, high = paired_gap_ci(a, b, samples=2000, seed=1)
+    assert gap == pytest.approx(100 * (a.mean() - b.mean()))
+    assert low < gap < high
+    # A naive reference: resample question indices, both rows' answers together, in a Python loop.
+    draws = np.random.default_rng(1).integers(400, size=(2000, 400))
+    means = sorted(100 * (a[d] - b[d]).mean() for d in draws)
+    assert low == pytest.approx(np.quantile(means, 0.025)) and high == pytest.approx(np.quantile(means, 0.975))
+    # Identical rows: no gap and no spread (paired); one row always right, the other never: +100 exactly.
+    assert paired_gap_ci(a, a) == [0.0, 0.0, 0.0]
+    assert paired_gap_ci(np.ones(10), np.zeros(10)) == [100.0, 100.0, 100.0]
+    with pytest.raises(ValueError, match="align question by question"):
+        paired_gap_ci([1.0, 0.0], [1.0])
+
+
+def _fake_result(seed: int, scores: dict[str, list[float]]):
+    from spatialvlm.experiments.shirgx_budget import BudgetExperimentResult
+
+    return BudgetExperimentResult(
+        config={"eval_budgets": [512], "bootstrap_samples": 200, "seed": seed},
+        accuracy={row: {"512": 100 * float(np.mean(v))} for row, v in scores.items()},
+        family_accuracy={row: {"512": {"dense_color": 100 * float(np.mean(v))}} for row, v in scores.items()},
+        scores={row: {"512": list(v)} for row, v in scores.items()},
+    )
+
+
+def test_summarise_pools_finished_runs_and_reports_shirgx_minus_each_row(tmp_path, capsys):
+    from spatialvlm.experiments.shirgx_budget import main, paired_gap_ci
+
+    first = _fake_result(0, {"shirgx": [1, 1, 0, 0], "divprune": [1, 1, 1, 0], "pool": [0, 0, 0, 0]})
+    # A run with one row fewer (a cut run): only the rows every run has are pooled.
+    second = _fake_result(3, {"shirgx": [1, 0, 1, 1], "divprune": [1, 0, 0, 1]})
+    for name, result in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(dataclasses.asdict(result)))
+    out = tmp_path / "pooled"
+    assert main(["--summarise", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--out", str(out)]) == 0
+    summary = (out / "seeds.md").read_text()
+    assert "Seeds [0, 3]" in summary and "| pool |" not in summary
+    gap, low, high = paired_gap_ci([1, 1, 0, 0, 1, 0, 1, 1], [1, 1, 1, 0, 1, 0, 0, 1], 200, 0)
+    assert gap == 0.0  # 5 of 8 right for both
+    # Seed 0: SHIRG-X behind (50 vs 75); seed 3: ahead (75 vs 50).
+    assert f"| divprune | {gap:+.1f} [{low:+.0f}, {high:+.0f}] 1/0/1 |" in summary
+    with pytest.raises(SystemExit, match="results.json not found"):
+        main(["--summarise", str(tmp_path / "nowhere"), "--out", str(out)])
+    third = _fake_result(4, {"shirgx": [1.0]})
+    third.config["eval_budgets"] = [768]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text(json.dumps(dataclasses.asdict(third)))
+    with pytest.raises(SystemExit, match="different budgets"):
+        main(["--summarise", f"{tmp_path / 'a'},{tmp_path / 'c'}", "--out", str(out)])

@@ -69,8 +69,13 @@ _SHIRGX_BUDGET = (
     "reader_quick_config",
     "PRESETS",
     "seeds_summary_markdown",
+    "paired_gap_ci",
+    "load_results",
 )
-_SHIRGX_PROBE = ("probe_read_out", "probe_markdown")
+_SHIRGX_PROBE = (
+    "probe_read_out", "probe_markdown", "probe_selection", "selection_markdown", "selection_stats", "content_cells",
+    "wrong_answer_kind", "probe_scaffold", "scaffold_markdown",
+)
 __all__ += list(_SHIRGX_BUDGET) + list(_SHIRGX_PROBE)
 
 

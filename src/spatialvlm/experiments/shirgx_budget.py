@@ -53,6 +53,7 @@ __all__ = [
     "BudgetExperimentResult",
     "kv_cache_bytes",
     "bootstrap_ci",
+    "paired_gap_ci",
     "spearman",
     "patch_label_words",
     "label_word_targets",
@@ -71,6 +72,7 @@ __all__ = [
     "run_budget_experiment",
     "budget_results_markdown",
     "seeds_summary_markdown",
+    "load_results",
     "plot_budget_results",
     "plot_seeds_accuracy",
     "main",
@@ -357,6 +359,25 @@ def bootstrap_ci(scores: Sequence[float], samples: int = 1000, seed: int = 0, le
     means = values[draws].mean(1)
     tail = (1 - level) / 2
     return [100 * float(np.quantile(means, tail)), 100 * float(np.quantile(means, 1 - tail))]
+
+
+def paired_gap_ci(a: Sequence[float], b: Sequence[float], samples: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> list[float]:
+    """``[mean(a − b), low, high]`` in points: the gap between two rows answering the same questions
+    (scores 0..1, question-aligned) with a percentile bootstrap CI that resamples questions, both
+    rows' answers to a question together (a paired test: question difficulty cancels)."""
+    import numpy as np
+
+    first, second = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if first.shape != second.shape:
+        raise ValueError(f"paired scores must align question by question; got {first.shape} and {second.shape}")
+    if first.size == 0:
+        return [math.nan, math.nan, math.nan]
+    difference = first - second
+    draws = np.random.default_rng(seed).integers(difference.size, size=(samples, difference.size))
+    means = difference[draws].mean(1)
+    tail = (1 - level) / 2
+    return [100 * float(difference.mean()), 100 * float(np.quantile(means, tail)), 100 * float(np.quantile(means, 1 - tail))]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -1689,7 +1710,7 @@ def plot_seeds_accuracy(results: Sequence[BudgetExperimentResult], path: str | P
     budgets = [str(b) for b in results[0].config["eval_budgets"]]
     tokens = [results[0].memory[b]["tokens"] for b in budgets]
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    for name in results[0].accuracy:
+    for name in (n for n in results[0].accuracy if all(n in r.accuracy for r in results)):
         values = np.array([[r.accuracy[name][b] for b in budgets] for r in results])
         style = "-o" if name.startswith("shirgx") else "--s"
         axis.errorbar(tokens, values.mean(0), yerr=values.std(0, ddof=1) if len(results) > 1 else None, fmt=style,
@@ -1717,10 +1738,11 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
     budgets = [str(b) for b in results[0].config["eval_budgets"]]
     samples = results[0].config["bootstrap_samples"]
     seeds = [r.config["seed"] for r in results]
+    names = [name for name in results[0].accuracy if all(name in r.accuracy for r in results)]
     lines = [f"Seeds {seeds}: accuracy % (mean over seeds) [95 % CI, pooled questions] / % of answer-region patches kept"
              " at full resolution", "",
              "| row | " + " | ".join(_budget_label(b) for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-    for name in results[0].accuracy:
+    for name in names:
         cells = []
         for budget in budgets:
             pooled = [score for r in results for score in r.scores[name].get(budget, [])]
@@ -1733,7 +1755,7 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
     per_type = ["", "Per question type (accuracy %, mean over seeds ± std): " + ", ".join(kinds), "",
               "| row | " + " | ".join(f"{kind} @ {_budget_label(b)}" for b in budgets for kind in kinds) + " |",
               "|---|" + "---|" * (len(budgets) * len(kinds))]
-    for name in results[0].accuracy:
+    for name in names:
         cells = []
         for budget in budgets:
             for kind in kinds:
@@ -1755,7 +1777,38 @@ def seeds_summary_markdown(results: Sequence[BudgetExperimentResult]) -> str:
                 continue
             lines[-1] += f"; fixed K = {budget} " + ", ".join(
                 f"{1000 * r.accuracy['shirgx'][budget] / (int(budget) + 144):.1f}" for r in results if "shirgx" in r.accuracy)
-    return "\n".join(lines + per_type) + "\n"
+    gaps = []
+    if "shirgx" in names and len(names) > 1:
+        gaps = ["", "SHIRG-X minus each row (points; mean over the pooled questions, each answered by both rows, "
+                "[95 % paired bootstrap CI]; seeds where SHIRG-X is ahead / level / behind)", "",
+                "| row | " + " | ".join(_budget_label(b) for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for name in names:
+            if name == "shirgx":
+                continue
+            cells = []
+            for budget in budgets:
+                ours = [x for r in results for x in r.scores["shirgx"][budget]]
+                theirs = [x for r in results for x in r.scores[name][budget]]
+                gap, low, high = paired_gap_ci(ours, theirs, samples, 0)
+                signs = np.sign([r.accuracy["shirgx"][budget] - r.accuracy[name][budget] for r in results])
+                cells.append(f"{gap:+.1f} [{low:+.0f}, {high:+.0f}] {int((signs > 0).sum())}/{int((signs == 0).sum())}"
+                             f"/{int((signs < 0).sum())}")
+            gaps.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + per_type + gaps) + "\n"
+
+
+def load_results(run_dirs: Sequence[str | Path]) -> list[BudgetExperimentResult]:
+    """Finished runs' ``results.json`` (e.g. seeds run at different times) for ``seeds_summary_markdown``."""
+    results = []
+    for run in run_dirs:
+        path = Path(run) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: --summarise takes finished shirgx_budget run folders")
+        results.append(BudgetExperimentResult(**json.loads(path.read_text())))
+    budgets = {tuple(r.config["eval_budgets"]) for r in results}
+    if len(budgets) > 1:
+        raise ValueError(f"the runs were evaluated at different budgets {sorted(budgets)}: their seeds do not pool")
+    return results
 
 
 def _run_one_seed(config: BudgetExperimentConfig) -> BudgetExperimentResult:
@@ -1835,6 +1888,8 @@ def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentCon
     parser.add_argument("--budget-head-steps", type=int, default=None,
                         help="fit the adaptive budget head alone on the reader's per-question targets after training")
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
+    parser.add_argument("--summarise", default=None, metavar="RUN,RUN,...",
+                        help="train nothing: pool finished runs' results.json (comma list of run folders) into OUT/seeds.md")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in {
         "out_dir": args.out, "rows": tuple(args.rows.split(",")) if args.rows else None,
@@ -1864,6 +1919,18 @@ def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentCon
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, args = build_config(argv)
+    if args.summarise:
+        try:
+            results = load_results(args.summarise.split(","))
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"shirgx_budget --summarise: {error}")
+        summary = seeds_summary_markdown(results)
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.out_dir) / "seeds.md").write_text(summary)
+        print(summary)
+        if args.figures:
+            print(f"wrote {plot_seeds_accuracy(results, Path(args.figures) / 'shirgx_accuracy_vs_budget_seeds.png')}")
+        return 0
     if args.seeds:
         started = time.perf_counter()
         seeded = [dataclasses.replace(config, seed=seed, out_dir=str(Path(config.out_dir) / f"seed{seed}"))
