@@ -254,6 +254,50 @@ def test_reader_curriculum_learns_to_read_the_answer_patch(tmp_path, objective):
     assert all(torch.equal(frozen[name], after[name]) for name in frozen)  # only the LM body and head trained
 
 
+def test_reader_scaffold_share_puts_the_pooled_scaffold_before_the_patches_on_that_share_of_steps(tmp_path, monkeypatch):
+    import spatialvlm.experiments.shirgx_budget as budget_module
+    from spatialvlm.experiments.shirgx_budget import _Experiment, pretrain_reader
+    from spatialvlm.models.shirgx_vlm import ShirgXImagePath, load_shirgx_base
+    from spatialvlm.selection import dual_scale_tokens
+
+    config = quick_config(out_dir=str(tmp_path), train_images=4, test_images=1, families=("dense_marks",),
+                          pretrain_steps=0, answer_words_as_tokens=True, freeze_projector=True, show_progress=False,
+                          reader_stages=(1, 4), reader_stage_steps=60, batch_size=4, reader_learning_rate=1e-2,
+                          reader_scaffold_share=1.0)
+    experiment = _Experiment(config)
+    vlm = load_shirgx_base(experiment.base_dir)
+    train = (experiment.train_items, experiment.train_records)
+    seen = []
+    build = ShirgXImagePath.build_inputs
+
+    def spy(self, input_ids, image_tokens, *args, **kwargs):
+        seen.append((vlm.training, image_tokens.detach().clone()))
+        return build(self, input_ids, image_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(ShirgXImagePath, "build_inputs", spy)
+    stats = pretrain_reader(vlm, train, train, experiment.tokenizer, config)
+    assert stats["scaffold_steps"] == 120
+    # Training: 144 scaffold tokens + the stage's patches; the per-stage tests: the patches alone.
+    assert {tokens.shape[1] for training, tokens in seen if training} == {145, 148}
+    assert {tokens.shape[1] for training, tokens in seen if not training} == {1, 4}
+    # The scaffold is the 4×4 mean of the image's projected patches (an independent pooling here).
+    layer = vlm.config.vision_feature_layer
+    with torch.no_grad():
+        pixels = torch.stack([item["pixel_values"] for item in experiment.train_items])
+        projected = vlm.model.multi_modal_projector(vlm.model.vision_tower(
+            pixels, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states[layer])
+    pooled = projected.view(4, 12, 4, 12, 4, -1).mean(dim=(2, 4)).flatten(1, 2)
+    torch.testing.assert_close(pooled, dual_scale_tokens(projected, (48, 48), 4)[0])
+    first = seen[0][1]
+    assert any(torch.allclose(first[i, :144], pooled[j], atol=1e-5) for i in range(4) for j in range(4))
+    # A share of the steps: drawn per step from the run's own stream.
+    half = pretrain_reader(load_shirgx_base(experiment.base_dir), train, train, experiment.tokenizer,
+                           dataclasses.replace(config, reader_scaffold_share=0.5, reader_stage_steps=20))
+    assert 10 <= half["scaffold_steps"] <= 30  # of 40: Binomial(40, 0.5) lies there but for ~1e-3
+    with pytest.raises(ValueError, match="share of steps in \\[0, 1\\]"):
+        budget_module.run_budget_experiment(dataclasses.replace(config, reader_scaffold_share=1.5))
+
+
 def test_answer_padded_labels_pad_tokens_up_to_the_decoders_length():
     from spatialvlm.experiments.shirgx_budget import _answer_padded
 

@@ -170,6 +170,11 @@ class BudgetExperimentConfig:
             ``max_new_tokens`` positions (the layout the masked-diffusion decoder fills) and its end
             (end token, newline, padding) scored beside the content; () = off.
         reader_end_steps, reader_end_learning_rate: that pass's steps per stage and AdamW rate.
+        reader_scaffold_share: share of the curriculum's and the answer-end pass's training steps whose
+            image tokens come after the 144-token scaffold (4×4 average pools of the projected patches,
+            raster order), the layout SHIRG-X hands the language model; the other steps, and every
+            per-stage test, give the patches alone, the layout of the baselines. 0 = never (the
+            curriculum then never shows the scaffold: docs/results.md, issue 16 seventh look).
         budget_head_steps: after the SHIRG-X training (shared reader or the "shirgx" row), fit the
             adaptive budget head alone on every training question's target (``budget_head_targets``:
             the smallest K whose whole-answer-masked loss is within ``budget_target_margin`` of the
@@ -221,6 +226,7 @@ class BudgetExperimentConfig:
     reader_end_stages: tuple[int, ...] = ()
     reader_end_steps: int = 150
     reader_end_learning_rate: float = 1e-3
+    reader_scaffold_share: float = 0.0
     budget_head_steps: int = 0
     budget_head_learning_rate: float = 1e-2
 
@@ -735,6 +741,7 @@ def pretrain_reader(
 
     from ..data.synthetic_images import region_patch_mask
     from ..models.shirgx_vlm import ShirgXImagePath
+    from ..selection import dual_scale_tokens
     from ..train.conversation import IGNORE_INDEX
     from ..train.tasks.shirgx import ImageQACollator
 
@@ -746,23 +753,26 @@ def pretrain_reader(
     mask_id = getattr(vlm.config.text_config, "mask_token_id", None)
 
     def split_tokens(items, records):
-        tokens, regions = [], []
+        tokens, scaffolds, regions = [], [], []
         with torch.no_grad():
             for start in range(0, len(items), 8):
                 pixels = torch.stack([item["pixel_values"] for item in items[start : start + 8]])
                 hidden = tower(pixels, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states[layer]
                 tokens.append(projector(hidden))
+                scaffolds.append(dual_scale_tokens(tokens[-1], (48, 48), 4)[0])
         for record in records:
             regions.append(np.flatnonzero(region_patch_mask(record["regions"]).flatten()))
-        return torch.cat(tokens), regions
+        return torch.cat(tokens), torch.cat(scaffolds), regions
 
-    def batch_inputs(items, tokens, regions, chosen, count, rng):
+    def batch_inputs(items, tokens, regions, chosen, count, rng, scaffolds=None):
+        """``scaffolds`` (I, 144, H) given: each image's patches come after its scaffold."""
         width = max(count, *(len(regions[i]) for i in chosen))
         picked = []
         for i in chosen:
             others = np.setdiff1d(np.arange(tokens.shape[1]), regions[i])
             keep = np.sort(np.concatenate([regions[i], rng.choice(others, size=width - len(regions[i]), replace=False)]))
-            picked.append(tokens[i, torch.from_numpy(keep)])
+            patches = tokens[i, torch.from_numpy(keep)]
+            picked.append(patches if scaffolds is None else torch.cat([scaffolds[i], patches]))
         chosen_items = [items[i] for i in chosen]
         if score_end:
             chosen_items = [_answer_padded(item, config.max_new_tokens, tokenizer.pad_token_id) for item in chosen_items]
@@ -773,8 +783,8 @@ def pretrain_reader(
 
     train_items, train_records = train
     test_items, test_records = test
-    train_tokens, train_regions = split_tokens(train_items, train_records)
-    test_tokens, test_regions = split_tokens(test_items, test_records)
+    train_tokens, train_scaffolds, train_regions = split_tokens(train_items, train_records)
+    test_tokens, _, test_regions = split_tokens(test_items, test_records)
     trainable = [p for p in vlm.model.language_model.parameters() if p.requires_grad] + list(vlm.lm_head.parameters())
     if config.freeze_projector:
         vlm.get_input_embeddings().requires_grad_(False)
@@ -786,7 +796,9 @@ def pretrain_reader(
     total = steps * len(stages)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / max(total, 1)))
     rng = np.random.default_rng((config.seed, 3))
-    history: dict[str, Any] = {"stages": list(stages), "losses": [], "test_accuracy": []}
+    # Its own stream: with reader_scaffold_share = 0 the draws above are those of a run without it.
+    layout_rng = np.random.default_rng((config.seed, 5))
+    history: dict[str, Any] = {"stages": list(stages), "losses": [], "test_accuracy": [], "scaffold_steps": 0}
     bar = tqdm(total=total, desc="answer end" if score_end else "pretrain reader", unit="step",
                disable=not config.show_progress, leave=False)
     for count in stages:
@@ -794,7 +806,10 @@ def pretrain_reader(
         losses = []
         for _ in range(steps):
             chosen = rng.choice(len(train_items), size=min(config.batch_size, len(train_items)), replace=False)
-            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng)
+            scaffolded = config.reader_scaffold_share > 0 and layout_rng.random() < config.reader_scaffold_share
+            history["scaffold_steps"] += int(scaffolded)
+            logits, labels, content = batch_inputs(train_items, train_tokens, train_regions, chosen, count, rng,
+                                                   train_scaffolds if scaffolded else None)
             loss = torch.nn.functional.cross_entropy(logits[content].float(), labels[content])
             if score_end:
                 # The answer's end as the decoder fills it (end token, newline, padding): its own mean,
@@ -1478,6 +1493,8 @@ def run_budget_experiment(config: BudgetExperimentConfig | None = None) -> Budge
             tome_schedule(2304, budget + 144, config.vision_layers)
     if config.reader not in ("per-row", "shared"):
         raise ValueError(f"reader must be 'per-row' or 'shared'; got {config.reader!r}")
+    if not 0.0 <= config.reader_scaffold_share <= 1.0:
+        raise ValueError(f"reader_scaffold_share is a share of steps in [0, 1]; got {config.reader_scaffold_share}")
     if config.reader_end_stages and config.reader != "shared":
         raise ValueError("reader_end_stages runs before the shared reader's mixture: it needs reader='shared'")
     if any(b != 0 and b != 2304 and b not in config.train_budgets for b in config.eval_budgets):
@@ -1885,6 +1902,8 @@ def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentCon
                         help="comma list of image-token counts: the shared reader's answer-end pass ('' for none)")
     parser.add_argument("--reader-end-steps", type=int, default=None)
     parser.add_argument("--reader-end-learning-rate", type=float, default=None)
+    parser.add_argument("--reader-scaffold-share", type=float, default=None,
+                        help="share of curriculum and answer-end steps with the 144-token scaffold before the patches")
     parser.add_argument("--budget-head-steps", type=int, default=None,
                         help="fit the adaptive budget head alone on the reader's per-question targets after training")
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
@@ -1908,6 +1927,7 @@ def build_config(argv: Sequence[str] | None = None) -> tuple[BudgetExperimentCon
         "reader_end_stages": (tuple(int(v) for v in args.reader_end_stages.split(",") if v)
                               if args.reader_end_stages is not None else None),
         "reader_end_steps": args.reader_end_steps, "reader_end_learning_rate": args.reader_end_learning_rate,
+        "reader_scaffold_share": args.reader_scaffold_share,
     }.items() if value is not None}
     if args.quick and args.preset not in (None, "quick"):
         parser.error(f"--quick is --preset quick; it cannot be combined with --preset {args.preset}")
