@@ -37,6 +37,7 @@ by the shared reader through the evaluation's decoder. Writes ``OUT/scaffold_pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -62,19 +63,10 @@ def probe_read_out(
         ``{"budget", "questions", "accuracy": {model: {row: {"one_step", "decoder"}}},
         "predictions": {model: {row: {"one_step": [...], "decoder": [...]}}}}``.
     """
-    import torch
-
-    from .shirgx_budget import BUDGET_ROWS, _evaluate_row, _Experiment, _load_reader, _shared_row_path
+    from .shirgx_budget import BUDGET_ROWS, _evaluate_row, _load_reader, _shared_row_path
 
     run = Path(run_dir)
-    config, by_name = _run_config(run, rows, show_progress)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        experiment = _Experiment(config)
-        if test_images is not None:
-            experiment.test_items = experiment.test_items[:test_images]
-            experiment.test_records = experiment.test_records[:test_images]
+    with _opened_run(run, rows, show_progress, test_images) as (config, by_name, experiment):
         read_outs = {"one_step": 1, "decoder": config.max_new_tokens}
         accuracy: dict[str, Any] = {}
         predictions: dict[str, Any] = {}
@@ -92,8 +84,6 @@ def probe_read_out(
                     accuracy.setdefault(model_name, {}).setdefault(row_name, {})[read_out] = 100 * sum(scores) / len(scores)
                     predictions.setdefault(model_name, {}).setdefault(row_name, {})[read_out] = evaluation.predictions[str(budget)]
         experiment.config = config
-    finally:
-        torch.set_num_threads(threads)
     return {"budget": budget, "questions": len(experiment.test_items), "accuracy": accuracy, "predictions": predictions}
 
 
@@ -116,6 +106,27 @@ def _run_config(run: Path, rows: Sequence[str], show_progress: bool):
     if unknown:
         raise ValueError(f"unknown rows {unknown}; choose from {sorted(by_name)}")
     return dataclasses.replace(config, out_dir=str(run), show_progress=show_progress), by_name
+
+
+@contextlib.contextmanager
+def _opened_run(run: Path, rows: Sequence[str], show_progress: bool, test_images: int | None):
+    """``(config, rows by name, _Experiment)`` of a finished run, its first ``test_images`` test
+    questions only, with torch at the run's thread count for the duration."""
+    import torch
+
+    from .shirgx_budget import _Experiment
+
+    config, by_name = _run_config(run, rows, show_progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        experiment = _Experiment(config)
+        if test_images is not None:
+            experiment.test_items = experiment.test_items[:test_images]
+            experiment.test_records = experiment.test_records[:test_images]
+        yield config, by_name, experiment
+    finally:
+        torch.set_num_threads(threads)
 
 
 def content_cells(description: dict[str, Any], grid: int = 48) -> dict[int, str]:
@@ -208,12 +219,12 @@ def probe_selection(
     from ..eval.image_metrics import score_image_prediction
     from PIL import Image
 
-    from .shirgx_budget import _Experiment, _image_tokens, _ink_fraction, _load_reader, _shared_row_path
+    from .shirgx_budget import _image_tokens, _ink_fraction, _load_reader, _shared_row_path
 
     if budget <= 0 or budget >= 2304:
         raise ValueError(f"budget must be a K between 1 and 2303 (a selection); got {budget}")
     run = Path(run_dir)
-    config, by_name = _run_config(run, rows, show_progress)
+    _run_config(run, rows, show_progress)  # a shared-reader run and known rows, before reading its answers
     results_file = run / "results.json"
     if not results_file.is_file():
         raise FileNotFoundError(f"{results_file} not found: the selection probe reads the run's recorded answers")
@@ -221,11 +232,8 @@ def probe_selection(
     missing = [row for row in rows if str(budget) not in recorded.get(row, {})]
     if missing:
         raise ValueError(f"{results_file} has no answers at K = {budget} for rows {missing}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        experiment = _Experiment(config)
-        count = len(experiment.test_items) if test_images is None else min(test_images, len(experiment.test_items))
+    with _opened_run(run, rows, show_progress, test_images) as (config, by_name, experiment):
+        count = len(experiment.test_items)
         model, _ = experiment.model_for(by_name[rows[0]])
         _load_reader(model, run / "reader")
         model.eval()
@@ -258,8 +266,6 @@ def probe_selection(
                     kind = None if correct else wrong_answer_kind(
                         prediction, _kept_alone(selection.source_index[0], selection.is_scaffold[0]), target, cells, grid)
                     question[row_name] = {**stats, "prediction": prediction, "correct": bool(correct), "wrong_kind": kind}
-    finally:
-        torch.set_num_threads(threads)
     for question in questions:
         del question["_cells"], question["_target"]
     return {"budget": budget, "questions": questions, "summary": _selection_summary(questions, rows)}
@@ -349,23 +355,14 @@ def probe_scaffold(
         ``{"budget", "questions", "accuracy": {variant: {"all", question_type...}}, "predictions":
         {variant: [...]}, "region_full_res": {variant: percent}}``.
     """
-    import torch
-
     from ..models.shirgx_vlm import ShirgXImagePath
     from ..selection import BaselineSelector
-    from .shirgx_budget import _evaluate_row, _Experiment, _load_reader, _shared_row_path
+    from .shirgx_budget import _evaluate_row, _load_reader, _shared_row_path
 
     if budget <= 0 or budget + 144 > 2304:
         raise ValueError(f"budget must be a K with K + 144 ≤ 2304 patches; got {budget}")
     run = Path(run_dir)
-    config, by_name = _run_config(run, ("shirgx", "divprune"), show_progress)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        experiment = _Experiment(config)
-        if test_images is not None:
-            experiment.test_items = experiment.test_items[:test_images]
-            experiment.test_records = experiment.test_records[:test_images]
+    with _opened_run(run, ("shirgx", "divprune"), show_progress, test_images) as (config, by_name, experiment):
         model, _ = experiment.model_for(by_name["shirgx"])
         _load_reader(model, run / "reader")
         model.eval()
@@ -393,8 +390,6 @@ def probe_scaffold(
             full = evaluation.full_res[str(budget)]
             full_res[name] = 100 * sum(full) / len(full)
         experiment.config = config
-    finally:
-        torch.set_num_threads(threads)
     return {"budget": budget, "questions": len(experiment.test_items), "accuracy": accuracy,
             "predictions": predictions, "region_full_res": full_res}
 
@@ -427,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spatialvlm.experiments.shirgx_probe", description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="a finished shirgx_budget run folder (shared reader), e.g. OUT/seed0")
     parser.add_argument("--rows", default="shirgx,pool", help="comma list of rows")
-    parser.add_argument("--budget", type=int, default=512, help="K: 0 (scaffold), a training budget, or 2304")
+    parser.add_argument("--budget", type=int, default=512, help="K: 0 (the scaffold alone), any K below 2304, or 2304 (every patch)")
     parser.add_argument("--test-images", type=int, default=None, help="the first N test questions (default: all)")
     parser.add_argument("--selection", action="store_true",
                         help="which patches each row keeps around the answer (probe_selection), not the read-out")
@@ -439,28 +434,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--test-images must be ≥ 1; got {args.test_images}")
     if args.selection and args.scaffold:
         parser.error("--selection and --scaffold are two probes: pick one")
+    rows = tuple(args.rows.split(","))
     if args.scaffold:
-        try:
-            probe = probe_scaffold(args.run, args.budget, args.test_images, not args.no_progress)
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(str(error))
-        (Path(args.run) / "scaffold_probe.json").write_text(json.dumps(probe, indent=1))
-        print(scaffold_markdown(probe))
-        return 0
-    if args.selection:
-        try:
-            probe = probe_selection(args.run, tuple(args.rows.split(",")), args.budget, args.test_images, not args.no_progress)
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(str(error))
-        (Path(args.run) / "selection_probe.json").write_text(json.dumps(probe, indent=1))
-        print(selection_markdown(probe))
-        return 0
+        probe_of = lambda: probe_scaffold(args.run, args.budget, args.test_images, not args.no_progress)  # noqa: E731
+        name, table = "scaffold_probe.json", scaffold_markdown
+    elif args.selection:
+        probe_of = lambda: probe_selection(args.run, rows, args.budget, args.test_images, not args.no_progress)  # noqa: E731
+        name, table = "selection_probe.json", selection_markdown
+    else:
+        probe_of = lambda: probe_read_out(args.run, rows, args.budget, args.test_images, not args.no_progress)  # noqa: E731
+        name, table = "probe.json", probe_markdown
     try:
-        probe = probe_read_out(args.run, tuple(args.rows.split(",")), args.budget, args.test_images, not args.no_progress)
+        probe = probe_of()
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-    (Path(args.run) / "probe.json").write_text(json.dumps(probe, indent=1))
-    print(probe_markdown(probe))
+    (Path(args.run) / name).write_text(json.dumps(probe, indent=1))
+    print(table(probe))
     return 0
 
 
