@@ -30,7 +30,8 @@ cell's content, a neighbour's, or nothing in the image). Writes ``OUT/selection_
 
 ``--scaffold`` swaps the 144-token scaffold between SHIRG-X and DivPrune at equal token counts
 (``probe_scaffold``): SHIRG-X as run (scaffold + K), SHIRG-X's own K + 144 detail tokens without the
-scaffold, DivPrune as run (K + 144 of its own), DivPrune's K beside SHIRG-X's scaffold; each answered
+scaffold, DivPrune as run (K + 144 of its own), DivPrune's K after a 144-token scaffold (the 4×4
+pools of the projected patches: SHIRG-X's scaffold without its coordinate embedding); each answered
 by the shared reader through the evaluation's decoder. Writes ``OUT/scaffold_probe.json``.
 """
 
@@ -216,9 +217,9 @@ def probe_selection(
     import torch
     from tqdm.auto import tqdm
 
-    from ..eval.image_metrics import score_image_prediction
     from PIL import Image
 
+    from ..eval.image_metrics import score_image_prediction
     from .shirgx_budget import _image_tokens, _ink_fraction, _load_reader, _shared_row_path
 
     if budget <= 0 or budget >= 2304:
@@ -347,8 +348,8 @@ def probe_scaffold(
     """Accuracy (percent, per question type and overall) of four selections at K + 144 tokens each.
 
     ``shirgx`` and ``divprune`` are the run's rows; ``shirgx-detail-only`` is SHIRG-X at K + 144 without
-    its scaffold; ``divprune+scaffold`` is SHIRG-X's 144-token scaffold plus K DivPrune tokens
-    (``BaselineSelector(keep_scaffold=True)``). All four are answered by the shared reader through the
+    its scaffold; ``divprune+scaffold`` is a 144-token scaffold (4×4 pools of the projected patches,
+    SHIRG-X's without its coordinate embedding) plus K DivPrune tokens (``BaselineSelector(keep_scaffold=True)``). All four are answered by the shared reader through the
     evaluation's decoder, so the first and third reproduce the run's recorded answers.
 
     Returns:
